@@ -1,0 +1,3 @@
+from mgkit.cli import main
+
+main()

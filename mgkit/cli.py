@@ -1,0 +1,270 @@
+"""The `mgkit` command line: parses options and calls one function per subcommand."""
+
+from __future__ import annotations
+
+import functools
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+
+from mgkit import __version__
+from mgkit.errors import MgkitError, UsageError
+
+app = typer.Typer(
+    name="mgkit",
+    help="Model guidance: train classifiers whose explanations land on the objects that justify the label.",
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+prepare_app = typer.Typer(help="Turn a raw data set into one compact HDF5 file.", no_args_is_help=True)
+app.add_typer(prepare_app, name="prepare")
+
+
+def _fail(message: str, code: int) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def handle_errors(fn: Callable) -> Callable:
+    """Turn MgkitError into one line on stderr and an exit code (2 usage, 1 failed work)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        # SIGTERM unwinds like Ctrl-C so atomic writers remove their temporary files.
+        def _term(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt
+
+        try:
+            signal.signal(signal.SIGTERM, _term)
+        except ValueError:  # not in the main thread (e.g. some test runners)
+            pass
+        try:
+            return fn(*args, **kwargs)
+        except UsageError as e:
+            _fail(str(e), 2)
+        except MgkitError as e:
+            _fail(str(e), 1)
+        except KeyboardInterrupt:
+            _fail("interrupted; nothing was written at the output path", 130)
+
+    return wrapper
+
+
+def emit(result: dict[str, Any], as_json: bool, render: Callable[[dict[str, Any]], None]) -> None:
+    """Print a result as JSON on stdout, or in human form."""
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, sort_keys=True, default=str))
+    else:
+        render(result)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mgkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Stages read and write files, so Make can chain them: prepare -> train -> guide -> evaluate -> tables."""
+
+
+# ------------------------------------------------------------------------------------------------ prepare
+
+OutOpt = typer.Option(..., "--out", help="Output HDF5 file (written to a temporary name, renamed when complete).")
+BboxFracOpt = typer.Option(1.0, "--bbox-frac", min=0.0, max=1.0,
+                           help="Fraction of training images whose boxes may be used for guidance.")
+SeedOpt = typer.Option(0, "--seed", help="Seed for the --bbox-frac subsample (and any generated split).")
+WorkersOpt = typer.Option(0, "--workers", min=0, help="Parallel image-decoding processes (0: in-process).")
+ForceOpt = typer.Option(False, "--force", help="Overwrite an existing output file.")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress output.")
+JsonOpt = typer.Option(False, "--json", help="Print the summary as JSON on stdout.")
+SkipBadOpt = typer.Option(False, "--skip-bad", help="Skip unreadable images or annotations and count them, instead of stopping.")
+
+
+def _prepare(plan_fn: Callable[[], Any], out: Path, size: int, bbox_frac: float, seed: int, workers: int,
+             force: bool, skip_bad: bool, quiet: bool, as_json: bool, options: dict[str, Any]) -> None:
+    from mgkit.data.prepare import run_prepare
+    from mgkit.progress import log
+
+    out = Path(out)
+    if out.exists() and not force:
+        raise MgkitError(f"{out} already exists; pass --force to overwrite it")
+    plan = plan_fn()
+    for note in plan.notes:
+        log(f"note: {note}", quiet=quiet)
+    opts = {**options, "size": size, "bbox_frac": bbox_frac, "seed": seed, "skip_bad": skip_bad}
+    summary = run_prepare(plan, out, size=size, bbox_frac=bbox_frac, seed=seed, workers=workers, force=force,
+                          skip_bad=skip_bad, options=opts, quiet=quiet)
+
+    def render(s: dict[str, Any]) -> None:
+        typer.echo(f"wrote {s['out']} ({s['source']})")
+        for split, c in s["splits"].items():
+            extra = "".join(f", {k.replace('_', ' ')} {v}" for k, v in c.items()
+                            if k not in ("images", "boxes", "annotated", "skipped_files") and v)
+            typer.echo(f"  {split}: {c['images']} images, {c['boxes']} boxes, {c['annotated']} annotated{extra}")
+
+    emit(summary, as_json, render)
+
+
+@prepare_app.command("synthetic")
+@handle_errors
+def prepare_synthetic(
+    out: Path = OutOpt,
+    task: str = typer.Option("multilabel", "--task", help="multilabel (K shapes with spurious context cues) or birds (Waterbirds-100 analogue)."),
+    num_classes: int = typer.Option(6, "--classes", min=2, max=12, help="Object classes for --task multilabel."),
+    spurious: Optional[float] = typer.Option(None, "--spurious", min=0.0, max=1.0,
+                                             help="Cue/class co-occurrence in train and val (default 0.9 multilabel, 1.0 birds)."),
+    n_train: int = typer.Option(1500, "--train", min=1, help="Training images."),
+    n_val: int = typer.Option(300, "--val", min=1, help="Validation images."),
+    n_test: int = typer.Option(600, "--test", min=1, help="Test images (and as many in test_shifted)."),
+    size: int = typer.Option(128, "--size", min=16, help="Square image size in pixels."),
+    bbox_frac: float = BboxFracOpt, seed: int = SeedOpt, workers: int = WorkersOpt, force: bool = ForceOpt,
+    quiet: bool = QuietOpt, as_json: bool = JsonOpt,
+) -> None:
+    """Built-in procedural data (no download): shapes with spurious context cues, or a Waterbirds analogue.
+
+    Example: [bold]mgkit prepare synthetic --out data/synth.h5[/bold]
+    """
+    from mgkit.data.sources import synthetic
+
+    if task not in synthetic.TASKS:
+        raise UsageError(f"--task must be one of {', '.join(synthetic.TASKS)}, got {task!r}")
+    opts = dict(task=task, num_classes=num_classes, spurious=spurious, n_train=n_train, n_val=n_val, n_test=n_test)
+    _prepare(lambda: synthetic.plan(**opts, seed=seed), out, size, bbox_frac, seed, workers, force, False, quiet,
+             as_json, {"source": "synthetic", **opts})
+
+
+@prepare_app.command("voc")
+@handle_errors
+def prepare_voc(
+    root: Path = typer.Option(..., "--root", help="The VOCdevkit folder (holding VOC2007/)."),
+    year: str = typer.Option("2007", "--year", help="VOC year: the folder VOC{year} under --root."),
+    out: Path = OutOpt,
+    exclude_difficult: bool = typer.Option(False, "--exclude-difficult", help="Drop objects marked difficult (the reference keeps them)."),
+    size: int = typer.Option(224, "--size", min=16, help="Square image size in pixels."),
+    bbox_frac: float = BboxFracOpt, seed: int = SeedOpt, workers: int = WorkersOpt, force: bool = ForceOpt,
+    skip_bad: bool = SkipBadOpt, quiet: bool = QuietOpt, as_json: bool = JsonOpt,
+) -> None:
+    """PASCAL VOC: train / val / test from ImageSets/Main, 20 classes, boxes and segmentation masks.
+
+    Example: [bold]mgkit prepare voc --root ~/data/VOCdevkit --out data/voc2007.h5 --bbox-frac 0.01[/bold]
+    """
+    from mgkit.data.sources import voc
+
+    opts = dict(root=str(root), year=year, exclude_difficult=exclude_difficult)
+    _prepare(lambda: voc.plan(root, year=year, exclude_difficult=exclude_difficult), out, size, bbox_frac, seed,
+             workers, force, skip_bad, quiet, as_json, {"source": "voc", **opts})
+
+
+@prepare_app.command("coco")
+@handle_errors
+def prepare_coco(
+    out: Path = OutOpt,
+    root: Optional[Path] = typer.Option(None, "--root", help="COCO folder with annotations/ and train{year}/, val{year}/."),
+    year: str = typer.Option("2014", "--year", help="COCO release year."),
+    train_split_file: Optional[Path] = typer.Option(None, "--train-split-file", help="The reference's train2014_train_split.json."),
+    val_split_file: Optional[Path] = typer.Option(None, "--val-split-file", help="The reference's train2014_val_split.json."),
+    val_frac: float = typer.Option(0.1, "--val-frac", min=0.0, max=0.9, help="Seeded val share of train when no split files are given."),
+    include_crowd: bool = typer.Option(True, "--include-crowd/--exclude-crowd", help="Count iscrowd annotations for labels and boxes (reference: included)."),
+    train_ann_file: Optional[Path] = typer.Option(None, "--train-ann-file", help="instances JSON for train (overrides --root layout)."),
+    train_image_dir: Optional[Path] = typer.Option(None, "--train-image-dir"),
+    val_ann_file: Optional[Path] = typer.Option(None, "--val-ann-file", help="instances JSON for val (else val is split off train)."),
+    val_image_dir: Optional[Path] = typer.Option(None, "--val-image-dir"),
+    test_ann_file: Optional[Path] = typer.Option(None, "--test-ann-file", help="instances JSON for test (default: val{year})."),
+    test_image_dir: Optional[Path] = typer.Option(None, "--test-image-dir"),
+    size: int = typer.Option(224, "--size", min=16, help="Square image size in pixels."),
+    bbox_frac: float = BboxFracOpt, seed: int = SeedOpt, workers: int = WorkersOpt, force: bool = ForceOpt,
+    skip_bad: bool = SkipBadOpt, quiet: bool = QuietOpt, as_json: bool = JsonOpt,
+) -> None:
+    """MS COCO: train{year} split into train/val, val{year} as test, 80 categories.
+
+    Example: [bold]mgkit prepare coco --root ~/data/coco --out data/coco2014.h5 --workers 8[/bold]
+    """
+    from mgkit.data.sources import coco
+
+    opts = dict(root=root, year=year, train_split_file=train_split_file, val_split_file=val_split_file,
+                val_frac=val_frac, include_crowd=include_crowd, train_ann_file=train_ann_file,
+                train_image_dir=train_image_dir, val_ann_file=val_ann_file, val_image_dir=val_image_dir,
+                test_ann_file=test_ann_file, test_image_dir=test_image_dir)
+    _prepare(lambda: coco.plan(**opts, seed=seed), out, size, bbox_frac, seed, workers, force, skip_bad, quiet,
+             as_json, {"source": "coco", **{k: (str(v) if isinstance(v, Path) else v) for k, v in opts.items()}})
+
+
+@prepare_app.command("waterbirds")
+@handle_errors
+def prepare_waterbirds(
+    root: Path = typer.Option(..., "--root", help="The Waterbirds folder holding metadata.csv."),
+    out: Path = OutOpt,
+    cub_root: Optional[Path] = typer.Option(None, "--cub-root", help="CUB_200_2011 folder, for bird boxes (without it: no boxes)."),
+    task: str = typer.Option("bird", "--task", help="bird (landbird vs waterbird, mask inside the box) or place (land vs water, mask outside)."),
+    size: int = typer.Option(224, "--size", min=16, help="Square image size in pixels."),
+    bbox_frac: float = BboxFracOpt, seed: int = SeedOpt, workers: int = WorkersOpt, force: bool = ForceOpt,
+    skip_bad: bool = SkipBadOpt, quiet: bool = QuietOpt, as_json: bool = JsonOpt,
+) -> None:
+    """Waterbirds (e.g. Waterbirds-100 of GALS): metadata.csv splits, groups, CUB bird boxes.
+
+    Example: [bold]mgkit prepare waterbirds --root ~/data/waterbird_1.0_forest2water2 --cub-root ~/data/CUB_200_2011 --bbox-frac 0.01 --out data/wb100.h5[/bold]
+    """
+    from mgkit.data.sources import waterbirds
+
+    if task not in waterbirds.TASKS:
+        raise UsageError(f"--task must be one of {', '.join(waterbirds.TASKS)}, got {task!r}")
+    opts = dict(root=str(root), cub_root=str(cub_root) if cub_root else None, task=task)
+    _prepare(lambda: waterbirds.plan(root, cub_root=cub_root, task=task), out, size, bbox_frac, seed, workers, force,
+             skip_bad, quiet, as_json, {"source": "waterbirds", **opts})
+
+
+@prepare_app.command("reference")
+@handle_errors
+def prepare_reference(
+    root: Path = typer.Option(..., "--root", help="Folder with the reference implementation's train.pt, val.pt, test.pt."),
+    out: Path = OutOpt,
+    dataset: str = typer.Option(..., "--dataset", help="Which class list the files use: voc or coco."),
+    bbox_frac: float = BboxFracOpt, seed: int = SeedOpt, force: bool = ForceOpt, quiet: bool = QuietOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Convert the reference implementation's preprocessed {train,val,test}.pt files.
+
+    Example: [bold]mgkit prepare reference --root ~/Model-Guidance/datasets/VOC2007/processed --dataset voc --out data/voc.h5[/bold]
+    """
+    from mgkit.data.sources import reference
+
+    plan = reference.plan(root, dataset=dataset)
+    _prepare(lambda: plan, out, plan.native_size, bbox_frac, seed, 0, force, False, quiet, as_json,
+             {"source": "reference", "root": str(root), "dataset": dataset})
+
+
+# ------------------------------------------------------------------------------------------------ inspect
+
+
+@app.command("inspect")
+@handle_errors
+def inspect_cmd(
+    path: Path = typer.Argument(..., help="A data file made by `mgkit prepare`."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Summarise and validate a prepared data file: splits, classes, boxes, groups, provenance.
+
+    Example: [bold]mgkit inspect data/synth.h5 --json[/bold]
+    """
+    from mgkit.data.inspect import render_summary, summarize
+
+    emit(summarize(path), as_json, render_summary)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""The common `mgkit prepare` engine: a source describes its images, this module streams them to HDF5.
+
+A source module builds a `SourcePlan`: the class list and, per split, light `Record`s (ids and paths)
+plus a top-level `load(record, size) -> Sample` function that decodes and resizes one image. Records are
+decoded in parallel (`--workers`) in order and written in small batches, so peak memory does not grow
+with the number of images.
+"""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing as mp
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from PIL import Image, ImageFile
+
+from mgkit.artifacts import provenance as base_provenance
+from mgkit.data.format import DatasetWriter, Sample, select_annotated
+from mgkit.errors import MgkitError
+from mgkit.progress import Reporter
+
+# Guidance subsample applies to this split only; val/test keep every box for evaluation.
+GUIDANCE_SPLIT = "train"
+
+
+class BadSample(MgkitError):
+    """One image or annotation that cannot be used; skipped and counted with --skip-bad."""
+
+
+@dataclass
+class Record:
+    """What a source knows about one image before decoding it (must be picklable)."""
+
+    id: str
+    payload: Any
+
+
+@dataclass
+class SourcePlan:
+    """Everything `run_prepare` needs from a source."""
+
+    source: str
+    task: str  # "multilabel" or "binary"
+    classes: list[str]
+    splits: dict[str, list[Record]]
+    load: Callable[[Record, int], Sample]  # top-level function, so worker processes can use it
+    provenance: dict[str, Any] = field(default_factory=dict)
+    segmentation_splits: set[str] = field(default_factory=set)
+    group_names: list[str] | None = None
+    mask_mode: str = "inside"
+    has_boxes: bool = True  # False: no image may be marked annotated (e.g. Waterbirds without CUB)
+    notes: list[str] = field(default_factory=list)
+    workers_ok: bool = True  # False when load() relies on in-process state
+    native_size: int | None = None  # sources whose images are already resized (reference .pt files)
+
+
+def read_rgb(path: str | Path) -> Image.Image:
+    """Decode an image file fully to RGB; grayscale, palette and CMYK are converted.
+
+    Raises BadSample naming the file when it is missing, unreadable or truncated.
+    """
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        with Image.open(path) as im:
+            im.load()  # forces the full decode so truncation is detected here
+            return im.convert("RGB")
+    except FileNotFoundError:
+        raise BadSample(f"{path}: image file not found") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise BadSample(f"{path}: unreadable or truncated image ({e})") from None
+
+
+def resize_rgb(im: Image.Image, size: int) -> np.ndarray:
+    """Square resize ignoring the aspect ratio (as the reference's Resize((size, size)))."""
+    return np.asarray(im.resize((size, size), Image.BILINEAR), dtype=np.uint8)
+
+
+def resize_labels(im: Image.Image, size: int) -> np.ndarray:
+    """Nearest-neighbour resize of a class-index map (segmentation)."""
+    return np.asarray(im.resize((size, size), Image.NEAREST), dtype=np.uint8)
+
+
+def scale_boxes(boxes: np.ndarray, width: float, height: float, size: int) -> tuple[np.ndarray, Counter]:
+    """Scale (cls, x0, y0, x1, y1) boxes from a width x height image to the size x size grid.
+
+    Coordinates map as the reference does: int(min(max(v * scale, 0), size - 1)). Boxes that
+    reach outside the image are clipped (counted as `boxes_clipped`); boxes left with x0 >= x1 or
+    y0 >= y1 are dropped (counted as `boxes_dropped`).
+    """
+    stats: Counter = Counter()
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 5)
+    if not len(boxes):
+        return np.zeros((0, 5), np.float32), stats
+    outside = ((boxes[:, 1] < 0) | (boxes[:, 2] < 0) | (boxes[:, 3] > width) | (boxes[:, 4] > height))
+    stats["boxes_clipped"] = int(outside.sum())
+    scale = np.array([size / width, size / height, size / width, size / height])
+    # Truncation towards zero after clamping, exactly as int(...) in the reference.
+    coords = np.floor(np.clip(boxes[:, 1:] * scale, 0, size - 1))
+    keep = (coords[:, 0] < coords[:, 2]) & (coords[:, 1] < coords[:, 3])
+    stats["boxes_dropped"] = int((~keep).sum())
+    out = np.concatenate([boxes[keep, :1], coords[keep]], axis=1).astype(np.float32)
+    return out, stats
+
+
+def _safe_load(load: Callable[[Record, int], Sample], size: int, record: Record) -> Sample | BadSample:
+    try:
+        return load(record, size)
+    except BadSample as e:
+        return e
+
+
+def run_prepare(plan: SourcePlan, out: str | Path, *, size: int, bbox_frac: float, seed: int,
+                workers: int = 0, force: bool = False, skip_bad: bool = False,
+                options: dict[str, Any] | None = None, quiet: bool = False) -> dict[str, Any]:
+    """Write `plan` to `out` atomically and return a summary (counts per split, skipped files)."""
+    if not 0.0 <= bbox_frac <= 1.0:
+        raise MgkitError(f"--bbox-frac must lie in [0, 1], got {bbox_frac}")
+    out = Path(out)
+    if out.exists() and not force:
+        raise MgkitError(f"{out} already exists; pass --force to overwrite it")
+    summary: dict[str, Any] = {"out": str(out), "source": plan.source, "splits": {}, "notes": list(plan.notes)}
+    prov = base_provenance(**plan.provenance)
+    writer = DatasetWriter(out, source=plan.source, task=plan.task, classes=plan.classes,
+                           image_size=(size, size), bbox_frac=bbox_frac, seed=seed, options=options or {},
+                           provenance=prov, mask_mode=plan.mask_mode, force=force)
+    load = functools.partial(_safe_load, plan.load, size)
+    pool = mp.get_context("fork").Pool(workers) if workers > 1 and plan.workers_ok else None
+    try:
+        with writer, Reporter(quiet=quiet) as rep:
+            for split, records in plan.splits.items():
+                sw = writer.add_split(split, len(records), segmentation=split in plan.segmentation_splits,
+                                      group_names=plan.group_names)
+                stats: Counter = Counter()
+                skipped: list[str] = []
+                results = pool.imap(load, records, chunksize=8) if pool else map(load, records)
+                for res in rep.track(results, len(records), f"{plan.source} {split}"):
+                    if isinstance(res, BadSample):
+                        if not skip_bad:
+                            raise res
+                        skipped.append(str(res))
+                        continue
+                    stats.update(res.stats)
+                    sw.append(res)
+                sw.flush()
+                if not plan.has_boxes:
+                    annotated = np.zeros(sw.n, dtype=bool)
+                elif split == GUIDANCE_SPLIT:
+                    annotated = select_annotated(sw.n, bbox_frac, seed)
+                else:
+                    annotated = np.ones(sw.n, dtype=bool)
+                sw.finish(annotated)
+                summary["splits"][split] = {
+                    "images": sw.n, "boxes": sw.n_boxes, "annotated": int(annotated.sum()),
+                    "skipped": len(skipped), **dict(stats),
+                }
+                if skipped:
+                    summary["splits"][split]["skipped_files"] = skipped[:20]
+            writer.set_attr("summary", summary["splits"])
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    return summary
