@@ -1,0 +1,203 @@
+"""Attribution maps for guidance and evaluation: one call shape for IxG, B-cos, GradCAM and IntGrad.
+
+`attribute` runs ONE forward pass and ONE `torch.autograd.grad` call for a batch with one target class
+per image, and returns the maps together with the logits of that same forward pass, so a training step
+computes its classification loss without a second forward. With `create_graph=True` the maps are
+differentiable with respect to every parameter (double backprop), as guidance needs.
+
+Post-processing follows the reference exactly (paper digest §3.2): channel sum -> optional clamp >= 0
+-> optional division by the per-image max |A| -> bilinear upsampling. Normalising BEFORE upsampling
+matches the reference, which normalises the coarse layer map; bilinear interpolation is a convex
+combination, so the upsampled map stays within [-1, 1], though its peak may drop below 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mgkit.errors import UsageError
+from mgkit.models import LAYERS, GuidedModel
+
+__all__ = ["METHODS", "PostProcess", "attribute", "attribute_pairs", "post_process"]
+
+METHODS = ("ixg", "bcos", "gradcam", "intgrad")
+
+
+@dataclass(frozen=True)
+class PostProcess:
+    """positive: keep only A >= 0. normalize: divide each map by its max |A| (an all-zero map stays zero)."""
+
+    positive: bool = False
+    normalize: bool = False
+
+
+def post_process(maps: Tensor, post: PostProcess, out_size: tuple[int, int]) -> Tensor:
+    """Channel-summed maps [B,h,w] -> clamp -> normalise -> bilinear resize to `out_size` [B,H,W]."""
+    if post.positive:
+        maps = maps.clamp(min=0)
+    if post.normalize:
+        peak = maps.abs().amax(dim=(1, 2), keepdim=True)
+        # dividing by 1 where the peak is 0 (instead of torch.where on maps / 0) keeps NaN out of the
+        # forward pass and out of the double-backward gradients
+        maps = maps / torch.where(peak == 0, torch.ones_like(peak), peak)
+    if tuple(maps.shape[-2:]) != tuple(out_size):
+        maps = F.interpolate(maps[:, None], size=tuple(out_size), mode="bilinear", align_corners=False)[:, 0]
+    return maps
+
+
+def _check(model: GuidedModel, x: Tensor, targets: Tensor, method: str, layer: str) -> None:
+    if method not in METHODS:
+        raise UsageError(f"unknown attribution method {method!r}; choose one of {', '.join(METHODS)}.")
+    if method not in model.supported_attributions:
+        raise UsageError(
+            f"attribution {method!r} is not available for {model.name}; "
+            f"it supports {', '.join(model.supported_attributions)}."
+        )
+    if layer not in LAYERS:
+        raise UsageError(f"unknown layer {layer!r}; choose one of {', '.join(LAYERS)}.")
+    if x.dim() != 4:
+        raise UsageError(f"expected a prepared input of shape [B, C, H, W], got {list(x.shape)}.")
+    if targets.dim() != 1 or targets.shape[0] != x.shape[0] or targets.dtype not in (torch.int64, torch.int32):
+        raise UsageError(f"targets must be an integer tensor of shape [{x.shape[0]}] (one class per image).")
+
+
+def _along_path(t: Tensor, alphas: Tensor) -> Tensor:
+    """[B,...] -> [S*B,...]: the batch scaled by each alpha, alpha-major."""
+    return (alphas.view(-1, *([1] * t.dim())) * t.unsqueeze(0)).flatten(0, 1)
+
+
+def _forward_tapped(model: GuidedModel, x: Tensor, layer: str, alphas: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """One forward pass. Returns (activation of `layer`, tensor to differentiate at, logits).
+
+    With `alphas`, the activation is replaced by its scaled copies (the batch grows len(alphas)-fold
+    from that layer on), so an integration path costs one pass and the layers before it run once.
+    """
+    module = model.layer_module(layer)
+    if module is None:
+        if not x.requires_grad:
+            x = x.detach().requires_grad_(True)  # a leaf of our own; the caller's tensor is untouched
+        tap = x if alphas is None else _along_path(x, alphas)
+        return x, tap, model(tap)
+
+    taps: dict[str, Tensor] = {}
+
+    def hook(_module: torch.nn.Module, _inputs: object, out: Tensor) -> Tensor:
+        if not out.requires_grad:  # frozen layers and a constant input: differentiate at the activation
+            out = out.detach().requires_grad_(True)
+        taps["act"] = out
+        taps["tap"] = out if alphas is None else _along_path(out, alphas)
+        return taps["tap"]
+
+    handle = module.register_forward_hook(hook)
+    try:
+        logits = model(x)
+    finally:
+        handle.remove()
+    return taps["act"], taps["tap"], logits
+
+
+def attribute(
+    model: GuidedModel,
+    x: Tensor,
+    targets: Tensor,
+    *,
+    method: str,
+    layer: str,
+    create_graph: bool,
+    post: PostProcess = PostProcess(),
+    out_size: tuple[int, int] | None = None,
+    ig_steps: int = 16,
+) -> tuple[Tensor, Tensor]:
+    """Attribution maps of `targets` at `layer`.
+
+    x: prepared network input [B,C,H,W] (`model.prepare_input(images)`); targets: long [B], one class
+    per row. Returns (maps [B,H_out,W_out], logits [B,K]); the logits come from the same forward pass.
+    With create_graph=False no graph is kept and both tensors are detached.
+
+    Methods (A = activation at `layer`, or x at "input"; g = d logit_target / dA):
+      ixg      (g * A) summed over channels.
+      gradcam  relu(sum_c mean_hw(g)_c * A_c).
+      bcos     B-cos models only: (g * A) with g taken in explanation mode (dynamic weights constant);
+               at "input" that is the contribution map W(x) * x, summed over all 6 channels. Only the
+               gradient call runs in explanation mode, so the logits keep their full gradient, and the
+               map stays differentiable through the dynamic weights (as in the reference).
+      intgrad  X-DNN: exactly ixg (the network is positively homogeneous, one backward pass).
+               Other families: `ig_steps`-point midpoint Riemann sum of Integrated Gradients with a zero
+               baseline, in prepared-input space at "input" and in activation space at a hidden layer
+               (the activation is scaled along the path). Their BatchNorm would mix path points in
+               train mode, so these need model.eval().
+    """
+    _check(model, x, targets, method, layer)
+    batch = x.shape[0]
+    alphas = None
+    if method == "intgrad" and model.family != "xdnn":
+        if model.training:
+            raise UsageError(
+                f"multi-step intgrad on {model.name} needs model.eval() (BatchNorm would mix path points); "
+                "guide with xdnn-resnet50, where intgrad is a single pass."
+            )
+        if ig_steps < 1:
+            raise UsageError(f"ig_steps must be at least 1, got {ig_steps}.")
+        # alpha = 1 first: those rows give the logits of x itself; the midpoints give the Riemann sum
+        midpoints = (torch.arange(ig_steps, dtype=x.dtype, device=x.device) + 0.5) / ig_steps
+        alphas = torch.cat([torch.ones(1, dtype=x.dtype, device=x.device), midpoints])
+
+    with torch.enable_grad():  # evaluation code may call this under no_grad
+        act, tap, logits = _forward_tapped(model, x, layer, alphas)
+        if alphas is None:
+            objective = logits.gather(1, targets[:, None].long()).sum()
+        else:
+            objective = logits[batch:].gather(1, targets.long().repeat(ig_steps)[:, None]).sum()
+            logits = logits[:batch]
+        explain = model.explanation_mode() if method == "bcos" else contextlib.nullcontext()
+        with explain:
+            (grad,) = torch.autograd.grad(objective, tap, create_graph=create_graph, retain_graph=create_graph)
+        if alphas is not None:
+            grad = grad[batch:].unflatten(0, (ig_steps, batch)).mean(dim=0)
+        if not create_graph:
+            act, grad, logits = act.detach(), grad.detach(), logits.detach()
+
+        if method == "gradcam":
+            maps = F.relu((grad.mean(dim=(2, 3), keepdim=True) * act).sum(dim=1))
+        else:  # ixg, bcos and intgrad all end as gradient (or path-averaged gradient) times activation
+            maps = (grad * act).sum(dim=1)
+        maps = post_process(maps, post, out_size if out_size is not None else tuple(x.shape[-2:]))
+    return maps, logits
+
+
+def attribute_pairs(
+    model: GuidedModel,
+    x: Tensor,
+    image_index: Tensor,
+    classes: Tensor,
+    *,
+    method: str,
+    layer: str,
+    post: PostProcess = PostProcess(),
+    out_size: tuple[int, int] | None = None,
+    chunk: int = 64,
+    ig_steps: int = 16,
+) -> Tensor:
+    """Evaluation maps [P,H,W] for P (image, class) pairs: pair p explains classes[p] of x[image_index[p]].
+
+    No graph is kept. The model must be in eval mode (train-mode BatchNorm would make a map depend on
+    the other pairs of its chunk); B-cos explanation mode is switched on only around the gradient.
+    """
+    if model.training:
+        raise UsageError("attribute_pairs needs the model in eval mode; call model.eval() first.")
+    if image_index.shape != classes.shape or image_index.dim() != 1:
+        raise UsageError("image_index and classes must be 1-D tensors of equal length.")
+    if chunk < 1:
+        raise UsageError(f"chunk must be at least 1, got {chunk}.")
+    size = out_size if out_size is not None else tuple(x.shape[-2:])
+    maps = [
+        attribute(model, x[image_index[i:i + chunk]], classes[i:i + chunk], method=method, layer=layer,
+                  create_graph=False, post=post, out_size=size, ig_steps=ig_steps)[0]
+        for i in range(0, image_index.shape[0], chunk)
+    ]
+    return torch.cat(maps) if maps else x.new_zeros((0, *size))

@@ -1,0 +1,465 @@
+"""Model registry: every network mgkit trains is built by `create_model(name, num_classes, ...)`.
+
+Each registered name knows its family (vanilla / bcos / xdnn), how to build the ImageNet-shaped network,
+where its ImageNet weights live, and how to put a K-class head on it. `GuidedModel` wraps the network
+with the input transform of its family, the guidance layers (`LAYERS`) and the attributions it supports,
+so nothing outside this file special-cases a model family.
+
+Weights are never downloaded: ImageNet weights are read from the torch hub cache
+(`torch.hub.get_dir()/checkpoints/<file>`), anything else from a file passed as `weights=`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, ContextManager
+
+import torch
+import torchvision
+from bcos.modules import BcosConv2d, norms
+from torch import Tensor, nn
+
+from mgkit import xdnn
+from mgkit.errors import FormatError, MgkitError, UsageError
+
+__all__ = [
+    "LAYERS",
+    "MODEL_NAMES",
+    "FAMILY_ATTRIBUTIONS",
+    "GuidedModel",
+    "create_model",
+    "load_weights",
+    "read_state_dict",
+]
+
+LAYERS = ("input", "mid1", "mid2", "mid3", "final")
+"""Guidance layers: the input, then the outputs of ResNet stages layer1..layer4 (paper digest §3.2)."""
+
+FAMILY_ATTRIBUTIONS: dict[str, tuple[str, ...]] = {
+    "vanilla": ("ixg", "gradcam", "intgrad"),
+    "xdnn": ("ixg", "gradcam", "intgrad"),
+    "bcos": ("bcos", "ixg", "gradcam", "intgrad"),
+}
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_CLASSES = 1000
+
+# The reference's B-cos backbone is the B-cos v2 ImageNet config "bcos_final": b=2, max_out=1,
+# NoBias(BatchNormUncentered2d), logit bias log(0.001/0.999) = -log(999) (paper digest §4).
+BCOS_B = 2
+BCOS_MAX_OUT = 1
+
+
+# --------------------------------------------------------------------------------------------------
+# B-cos layers whose explanation mode is decided when the backward pass runs
+# --------------------------------------------------------------------------------------------------
+class _DynamicScale(torch.autograd.Function):
+    """out = scale * value, where `scale` is a B-cos dynamic weight (|cos| factor or 1/std of BN).
+
+    The bcos package detaches dynamic weights in the forward pass, so one forward cannot give both
+    trainable logits and B-cos explanations. Like the reference, this decides at backward time instead:
+    while `owner` is in explanation mode the backward treats `scale` as a constant, giving the dynamic
+    linear map W(x); the gradient it returns, g * scale, is still a differentiable function of `scale`, so
+    a loss on the explanation trains the parameters through the dynamic weights too (double backprop),
+    and a later loss.backward() outside explanation mode gets the ordinary full gradient.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, scale: Tensor, value: Tensor, owner: nn.Module) -> Tensor:
+        ctx.save_for_backward(scale, value)
+        ctx.owner = owner
+        return scale * value
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor, None]:
+        scale, value = ctx.saved_tensors
+        grad_value = grad * scale
+        if ctx.owner.detach or not ctx.needs_input_grad[0]:
+            return None, grad_value, None
+        return (grad * value).sum_to_size(scale.shape), grad_value, None
+
+
+class _BcosConv2d(BcosConv2d):
+    """The package's BcosConv2d (same parameters and state-dict keys) with backward-time explanation mode."""
+
+    def forward(self, in_tensor: Tensor) -> Tensor:
+        out = self.linear(in_tensor)
+        if self.max_out > 1:
+            out = out.unflatten(1, (self.out_channels, self.max_out)).amax(dim=2)
+        if self.b == 1:
+            return out
+        norm = self.calc_patch_norms(in_tensor)
+        if self.b == 2:
+            scale = out.abs() / norm
+        else:
+            scale = ((out / norm).abs() + 1e-6).pow(self.b - 1)
+        return _DynamicScale.apply(scale, out, self)
+
+
+class _BatchNormUncentered2d(norms.BatchNormUncentered2d):
+    """The package's uncentered BN with 1/std applied as a dynamic weight (see `_DynamicScale`)."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        use_batch_stats = self.training or self.running_var is None
+        if use_batch_stats:
+            var = input.var(dim=(0, 2, 3), unbiased=False)
+            if self.training and self.track_running_stats and self.running_var is not None:
+                self.num_batches_tracked.add_(1)
+                factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                with torch.no_grad():
+                    self.running_var.copy_((1 - factor) * self.running_var + factor * var.detach())
+        else:
+            var = self.running_var
+        scale = 1.0 / (var + self.eps).sqrt()[None, :, None, None]
+        out = _DynamicScale.apply(scale, input, self)
+        if self.weight is not None:
+            out = self.weight[None, :, None, None] * out
+        if self.bias is not None:
+            out = out + self.bias[None, :, None, None]
+        return out
+
+
+def _bcos_head(in_channels: int, num_classes: int) -> nn.Module:
+    # the reference's head: a 1x1 B-cos conv with the package defaults (no bias, unit-norm weights)
+    return _BcosConv2d(in_channels, num_classes, kernel_size=1, b=BCOS_B, max_out=BCOS_MAX_OUT)
+
+
+@contextlib.contextmanager
+def _bcos_explanation_mode(net: nn.Module) -> Iterator[None]:
+    # Walk the modules on every entry (the package caches them on first use, which would miss a head
+    # replaced later) and restore each module's previous state, so contexts nest.
+    modules = [m for m in net.modules() if hasattr(m, "set_explanation_mode")]
+    before = [bool(getattr(m, "detach", False)) for m in modules]
+    for m in modules:
+        m.set_explanation_mode(True)
+    try:
+        yield
+    finally:
+        for m, state in zip(modules, before):
+            m.set_explanation_mode(state)
+
+
+# --------------------------------------------------------------------------------------------------
+# Registry
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Spec:
+    name: str
+    family: str
+    build: Callable[[], nn.Module]  # the ImageNet-shaped network (1000 classes)
+    head_key: str  # state-dict key of the classifier weight: tells ImageNet files from K-class files
+    pretrained: Callable[[], tuple[str, str]] | None  # -> (file name in the hub cache, where it comes from)
+
+
+_REGISTRY: dict[str, _Spec] = {}
+
+
+_Builder = Callable[[], nn.Module]
+
+
+def _register(name: str, family: str, head_key: str,
+              pretrained: Callable[[], tuple[str, str]] | None) -> Callable[[_Builder], _Builder]:
+    """Register a constructor of the ImageNet-shaped network under `name` (timm-style)."""
+
+    def decorator(build: _Builder) -> _Builder:
+        _REGISTRY[name] = _Spec(name, family, build, head_key, pretrained)
+        return build
+
+    return decorator
+
+
+def _torchvision_file(weights: str) -> tuple[str, str]:
+    url = getattr(torchvision.models, weights).IMAGENET1K_V1.url
+    return url.rsplit("/", 1)[-1], url
+
+
+def _bcos_file(arch: str) -> tuple[str, str]:
+    from bcos.models.pretrained import URLS  # slow import (pulls in the package's experiment configs)
+
+    url = URLS["bcos_final"][arch]
+    return url.rsplit("/", 1)[-1], url
+
+
+@_register("resnet18", "vanilla", "fc.weight", partial(_torchvision_file, "ResNet18_Weights"))
+def _resnet18() -> nn.Module:
+    return torchvision.models.resnet18(weights=None)
+
+
+@_register("resnet50", "vanilla", "fc.weight", partial(_torchvision_file, "ResNet50_Weights"))
+def _resnet50() -> nn.Module:
+    return torchvision.models.resnet50(weights=None)
+
+
+def _bcos_resnet(entry: str) -> nn.Module:
+    import bcos.models.pretrained as bcos_pretrained
+
+    # the package's ImageNet entry point builds the bcos_final config (logit bias -log(999) included);
+    # only the layer classes are swapped for the backward-time-explanation subclasses above
+    return getattr(bcos_pretrained, entry)(
+        pretrained=False,
+        conv_layer=partial(_BcosConv2d, b=BCOS_B, max_out=BCOS_MAX_OUT),
+        norm_layer=norms.NoBias(_BatchNormUncentered2d),
+    )
+
+
+@_register("bcos-resnet18", "bcos", "fc.linear.weight", partial(_bcos_file, "resnet_18"))
+def _bcos_resnet18() -> nn.Module:
+    return _bcos_resnet("resnet18")
+
+
+@_register("bcos-resnet50", "bcos", "fc.linear.weight", partial(_bcos_file, "resnet_50"))
+def _bcos_resnet50() -> nn.Module:
+    return _bcos_resnet("resnet50")
+
+
+@_register("xdnn-resnet18", "xdnn", "fc.weight", None)  # a small test model: no ImageNet weights exist
+def _xdnn_resnet18() -> nn.Module:
+    return xdnn.xdnn_resnet18()
+
+
+@_register("xdnn-resnet50", "xdnn", "fc.weight",
+           lambda: ("xfixup_resnet50_model_best.pth.tar", "github.com/visinf/fast-axiomatic-attribution"))
+def _xdnn_resnet50() -> nn.Module:
+    return xdnn.xdnn_resnet50()
+
+
+MODEL_NAMES: tuple[str, ...] = tuple(_REGISTRY)
+"""resnet18, resnet50, bcos-resnet18, bcos-resnet50, xdnn-resnet18 (a small test model), xdnn-resnet50."""
+
+
+def _replace_head(family: str, net: nn.Module, num_classes: int) -> None:
+    """Put a freshly initialised K-class head on `net`, as the reference does (paper digest §4)."""
+    if family == "bcos":
+        net.fc = _bcos_head(net.fc.in_channels, num_classes)
+        net.num_classes = num_classes
+    else:
+        # vanilla and X-DNN both get a biased Linear; a last-layer bias does not change input gradients
+        net.fc = nn.Linear(net.fc.in_features, num_classes)
+
+
+# --------------------------------------------------------------------------------------------------
+# The wrapper every other module uses
+# --------------------------------------------------------------------------------------------------
+class GuidedModel(nn.Module):
+    """A classifier plus what guidance needs: its input transform, guidance layers and attributions.
+
+    Its state dict is the network's, under the prefix ``net.``.
+    """
+
+    def __init__(self, name: str, family: str, net: nn.Module, num_classes: int):
+        super().__init__()
+        self.name = name
+        self.family = family
+        self.num_classes = num_classes
+        self.net = net
+        self.supported_attributions: tuple[str, ...] = FAMILY_ATTRIBUTIONS[family]
+        # not persistent: a checkpoint holds only the network's weights
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def input_channels(self) -> int:
+        """Channels of the prepared network input (6 for B-cos, else 3)."""
+        return 6 if self.family == "bcos" else 3
+
+    def prepare_input(self, images: Tensor) -> Tensor:
+        """Images float [B,3,H,W] in [0,1] -> network input.
+
+        B-cos networks see [r,g,b,1-r,1-g,1-b] (no mean/std: B-cos alignment needs the inverse channels
+        to encode colour without a bias); the others see ImageNet mean/std normalised RGB.
+        """
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise UsageError(f"expected images of shape [B, 3, H, W], got {list(images.shape)}.")
+        if self.family == "bcos":
+            return torch.cat([images, 1.0 - images], dim=1)
+        mean = self.mean.to(device=images.device, dtype=images.dtype)
+        std = self.std.to(device=images.device, dtype=images.dtype)
+        return (images - mean) / std
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Prepared input -> logits [B, K]."""
+        return self.__dict__.get("_route", self.net)(x)
+
+    def route_forward(self, wrapper: nn.Module) -> None:
+        """Run forward passes through `wrapper` (DistributedDataParallel around `net`), so gradient
+        synchronisation happens while layer hooks, attributions and the state dict stay on `net`."""
+        object.__setattr__(self, "_route", wrapper)  # not a submodule: keeps state_dict keys unchanged
+
+    def layer_module(self, layer: str) -> nn.Module | None:
+        """The module whose output is guidance layer `layer` (None for "input")."""
+        if layer not in LAYERS:
+            raise UsageError(f"unknown layer {layer!r}; choose one of {', '.join(LAYERS)}.")
+        if layer == "input":
+            return None
+        return getattr(self.net, f"layer{LAYERS.index(layer)}")
+
+    def explanation_mode(self) -> ContextManager[None]:
+        """B-cos explanation mode for B-cos models (dynamic weights act as constants in a backward pass
+        run inside it); a no-op otherwise."""
+        if self.family == "bcos":
+            return _bcos_explanation_mode(self.net)
+        return contextlib.nullcontext()
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, family={self.family!r}, num_classes={self.num_classes}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Weights
+# --------------------------------------------------------------------------------------------------
+_WRAPPER_KEYS = ("model", "state_dict", "model_state_dict")
+
+
+def _pretrained_path(spec: _Spec) -> Path:
+    """The cached ImageNet weights of `spec`; never downloads."""
+    if spec.pretrained is None:
+        raise MgkitError(f"no ImageNet weights exist for {spec.name}; pass --weights PATH or train from scratch.")
+    filename, source = spec.pretrained()
+    path = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    if not path.is_file():
+        raise MgkitError(
+            f"ImageNet weights for {spec.name} are not available offline: put {filename} "
+            f"(from {source}) into {path.parent}/, or pass --weights PATH."
+        )
+    return path
+
+
+def _strip_prefix(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    if state and all(k.startswith(prefix) for k in state):
+        return {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """Read a network state dict from a checkpoint file, unwrapping the usual containers.
+
+    Accepts a plain state dict, one under "model" / "state_dict" / "model_state_dict" (training
+    checkpoints, the reference's result files), DataParallel's ``module.`` prefix and GuidedModel's
+    ``net.`` prefix.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MgkitError(f"weights file {path} does not exist.")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt, truncated, or pickled objects beyond tensors and plain containers
+        raise FormatError(
+            f"{path} is not a readable PyTorch weights file: it is corrupt, or it holds objects other than "
+            f"tensors and plain containers ({type(exc).__name__})."
+        ) from exc
+    while isinstance(obj, Mapping):
+        inner = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
+        if inner is None:
+            break
+        obj = inner
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise FormatError(f"{path} holds no model state dict (expected tensors by parameter name).")
+    state = {str(k): v for k, v in obj.items()}
+    for prefix in ("module.", "net.", "module."):
+        state = _strip_prefix(state, prefix)
+    return state
+
+
+def _from_reference_bcos(net: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Map the reference's ``Sequential(resnet, LogitBias)`` layout (keys ``0.*``) to BcosResNet keys.
+
+    The reference's LogitBias holds a plain float (no state-dict entry) equal to the package's default;
+    should a file carry one (``1.logit_bias``), its value is used.
+    """
+    if not state or not all(k.startswith(("0.", "1.")) for k in state):
+        return state
+    remapped = {}
+    for key, value in state.items():
+        if key.startswith("0."):
+            remapped[key[2:]] = value
+        elif key.endswith("logit_bias") and value.numel() == 1:
+            net.logit_layer.logit_bias = float(value)
+        else:
+            remapped[key] = value  # reported as unexpected below
+    return remapped
+
+
+def _check_fits(net: nn.Module, state: dict[str, Tensor], path: Path, model_name: str) -> None:
+    expected = net.state_dict()
+    # BN counters are absent from old files; load_state_dict fills them in
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {missing[:3]}" + (" ..." if len(missing) > 3 else ""))
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected[:3]}" + (" ..." if len(unexpected) > 3 else ""))
+        raise FormatError(f"{path} does not fit {model_name}: {'; '.join(parts)}.")
+    for key, value in state.items():
+        if value.shape != expected[key].shape:
+            raise FormatError(
+                f"{path} does not fit {model_name}: {key} has shape {list(value.shape)}, "
+                f"the model expects {list(expected[key].shape)}."
+            )
+
+
+def _load_into(net: nn.Module, state: dict[str, Tensor], path: Path, model_name: str) -> None:
+    _check_fits(net, state, path, model_name)
+    net.load_state_dict(state, strict=False)  # strictness checked above, with readable messages
+
+
+def load_weights(model: GuidedModel, path: str | Path) -> None:
+    """Load a checkpoint of this exact model (its K-class head included) into `model`, e.g. to resume."""
+    path = Path(path)
+    state = read_state_dict(path)
+    if model.family == "bcos":
+        state = _from_reference_bcos(model.net, state)
+    _load_into(model.net, state, path, model.name)
+
+
+def _head_rows(state: dict[str, Tensor], spec: _Spec) -> int | None:
+    head = state.get(spec.head_key)
+    return None if head is None else int(head.shape[0])
+
+
+def create_model(name: str, num_classes: int, *, pretrained: bool = False,
+                 weights: str | Path | None = None) -> GuidedModel:
+    """Build model `name` with a `num_classes`-way head.
+
+    pretrained: start from the ImageNet weights in the torch hub cache (raises MgkitError naming the
+        file to put there when it is absent; nothing is downloaded).
+    weights: a checkpoint file (see `read_state_dict`). A file with an ImageNet (1000-class) head is
+        loaded before the head is replaced, a K-class file after. It defines every parameter, so
+        `pretrained` is not used when `weights` is given.
+    """
+    spec = _REGISTRY.get(name)
+    if spec is None:
+        raise UsageError(f"unknown model {name!r}; choose one of {', '.join(sorted(_REGISTRY))}.")
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise UsageError(f"num_classes must be a positive integer, got {num_classes!r}.")
+
+    # read files first: a missing file fails fast, before a ResNet-50 is built
+    state, source = None, None
+    if weights is not None:
+        source = Path(weights)
+        state = read_state_dict(source)
+    elif pretrained:
+        source = _pretrained_path(spec)
+        state = read_state_dict(source)
+
+    net = spec.build()
+    if state is not None and spec.family == "bcos":
+        state = _from_reference_bcos(net, state)
+    rows = None if state is None else _head_rows(state, spec)
+    # an ImageNet file goes in before the head is replaced; a K-class file (also when K = 1000) after
+    imagenet_file = state is not None and (
+        weights is None or (rows == IMAGENET_CLASSES and num_classes != IMAGENET_CLASSES))
+    if imagenet_file:
+        _load_into(net, state, source, name)
+    elif state is not None and rows is not None and rows != num_classes:
+        raise FormatError(f"{source} has a {rows}-class head, but the model was asked for {num_classes} classes.")
+    _replace_head(spec.family, net, num_classes)
+    if state is not None and not imagenet_file:
+        _load_into(net, state, source, name)
+    return GuidedModel(name, spec.family, net, num_classes)
