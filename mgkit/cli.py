@@ -261,6 +261,109 @@ def inspect_cmd(
     emit(summarize(path), as_json, render_summary)
 
 
+# ------------------------------------------------------------------------------------------ train / guide
+
+ConfigOpt = typer.Option(None, "--config", help="YAML file with any of these options (flags override it).")
+DataOpt = typer.Option(None, "--data", help="Prepared data file (mgkit prepare).")
+RunOutOpt = typer.Option(None, "--out", help="Run directory; re-running the same command resumes it.")
+ModelOpt = typer.Option(None, "--model", help="resnet18 | resnet50 | bcos-resnet18 | bcos-resnet50 | xdnn-resnet18 | xdnn-resnet50.")
+EpochsOpt = typer.Option(None, "--epochs", help="Epochs (default per model family, see README).")
+LrOpt = typer.Option(None, "--lr", help="Adam learning rate, constant (default per model family).")
+BatchOpt = typer.Option(None, "--batch-size", help="Global batch size over all processes (default per family).")
+EvalBatchOpt = typer.Option(None, "--eval-batch-size", help="Batch size of the validation pass.")
+RunSeedOpt = typer.Option(None, "--seed", help="Seed of initialisation, data order and target sampling.")
+DeviceOpt = typer.Option(None, "--device", help="auto | cpu | cuda | mps.")
+AmpOpt = typer.Option(None, "--amp", help="none | bf16 (CUDA only).")
+ChannelsLastOpt = typer.Option(None, "--channels-last/--no-channels-last", help="channels_last memory format.")
+LoaderWorkersOpt = typer.Option(None, "--workers", help="DataLoader worker processes.")
+EvalEveryOpt = typer.Option(None, "--eval-every", help="Validate every k epochs (and after the last).")
+MinF1Opt = typer.Option(None, "--min-f1", help="Stop when validation F1 falls below this (reference --min_fscore).")
+EvalAttrOpt = typer.Option(None, "--eval-attribution", help="Attribution for validation EPG/IoU (default: the training one).")
+EvalLayerOpt = typer.Option(None, "--eval-layer", help="Layer for validation EPG/IoU (default: the training one).")
+IouThrOpt = typer.Option(None, "--iou-threshold", help="Fixed IoU threshold on min-max normalised maps (reference 0.5).")
+RestartOpt = typer.Option(False, "--restart", help="Start over in an existing run directory instead of resuming.")
+
+
+def _fit(stage: str, config: Optional[Path], values: dict[str, Any], restart: bool, as_json: bool) -> None:
+    from mgkit.config import build_config
+    from mgkit.engine.trainer import fit
+
+    cfg = build_config(stage, values, config)
+    summary = fit(cfg, restart=restart)
+
+    def render(s: dict[str, Any]) -> None:
+        final = s.get("final") or {}
+        nums = " ".join(f"{k}={v:.4f}" for k, v in final.items())
+        typer.echo(f"{s['stage']} finished: {s['run']} (best val F1 {s['best_f1']:.4f}; last epoch {nums})")
+
+    emit(summary, as_json, render)
+
+
+@app.command("train")
+@handle_errors
+def train_cmd(
+    config: Optional[Path] = ConfigOpt, data: Optional[Path] = DataOpt, out: Optional[Path] = RunOutOpt,
+    model: Optional[str] = ModelOpt,
+    pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="Start from ImageNet weights (local torch hub cache)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Start from a weights file."),
+    epochs: Optional[int] = EpochsOpt, lr: Optional[float] = LrOpt, batch_size: Optional[int] = BatchOpt,
+    eval_batch_size: Optional[int] = EvalBatchOpt, seed: Optional[int] = RunSeedOpt,
+    device: Optional[str] = DeviceOpt, amp: Optional[str] = AmpOpt, channels_last: Optional[bool] = ChannelsLastOpt,
+    workers: Optional[int] = LoaderWorkersOpt, eval_every: Optional[int] = EvalEveryOpt,
+    min_f1: Optional[float] = MinF1Opt,
+    eval_attribution: Optional[str] = EvalAttrOpt, eval_layer: Optional[str] = EvalLayerOpt,
+    iou_threshold: Optional[float] = IouThrOpt,
+    restart: bool = RestartOpt, quiet: bool = QuietOpt, as_json: bool = JsonOpt,
+) -> None:
+    """Baseline training: BCE, Adam, constant learning rate (the reference's protocol).
+
+    Example: [bold]mgkit train --data data/voc.h5 --model bcos-resnet50 --pretrained --out runs/bcos-base[/bold]
+    """
+    values = dict(data=data, out=out, model=model, pretrained=pretrained, weights=weights, epochs=epochs, lr=lr,
+                  batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed, device=device, amp=amp,
+                  channels_last=channels_last, workers=workers, eval_every=eval_every, min_f1=min_f1,
+                  eval_attribution=eval_attribution, eval_layer=eval_layer, iou_threshold=iou_threshold,
+                  quiet=quiet or None)
+    _fit("train", config, {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()}, restart, as_json)
+
+
+@app.command("guide")
+@handle_errors
+def guide_cmd(
+    config: Optional[Path] = ConfigOpt, data: Optional[Path] = DataOpt, out: Optional[Path] = RunOutOpt,
+    init_from: Optional[Path] = typer.Option(None, "--from", help="Checkpoint to fine-tune (e.g. runs/BASE/checkpoints/best_f1.pt)."),
+    model: Optional[str] = ModelOpt,
+    loss: Optional[str] = typer.Option(None, "--loss", help="energy | l1 | ppce | rrr | energy-size."),
+    attribution: Optional[str] = typer.Option(None, "--attribution", help="ixg | bcos | gradcam | intgrad (default per family)."),
+    layer: Optional[str] = typer.Option(None, "--layer", help="input | mid1 | mid2 | mid3 | final."),
+    lam: Optional[float] = typer.Option(None, "--lambda", help="Weight of the localization loss (L = BCE + λ·L_loc)."),
+    targets: Optional[str] = typer.Option(None, "--targets", help="random: one ground-truth class per image per step (reference); all."),
+    dilate: Optional[float] = typer.Option(None, "--dilate", help="Grow each training box side by p·w and p·h."),
+    loc_reduction: Optional[str] = typer.Option(None, "--loc-reduction", help="sum (reference) or mean over annotated images."),
+    size_alpha: Optional[float] = typer.Option(None, "--size-alpha", help="α of energy-size: 1 − EPG / area^α."),
+    ig_steps: Optional[int] = typer.Option(None, "--ig-steps", help="Riemann steps of IntGrad on non-X-DNN models."),
+    epochs: Optional[int] = EpochsOpt, lr: Optional[float] = LrOpt, batch_size: Optional[int] = BatchOpt,
+    eval_batch_size: Optional[int] = EvalBatchOpt, seed: Optional[int] = RunSeedOpt,
+    device: Optional[str] = DeviceOpt, amp: Optional[str] = AmpOpt, channels_last: Optional[bool] = ChannelsLastOpt,
+    workers: Optional[int] = LoaderWorkersOpt, eval_every: Optional[int] = EvalEveryOpt,
+    min_f1: Optional[float] = MinF1Opt,
+    eval_attribution: Optional[str] = EvalAttrOpt, eval_layer: Optional[str] = EvalLayerOpt,
+    iou_threshold: Optional[float] = IouThrOpt,
+    restart: bool = RestartOpt, quiet: bool = QuietOpt, as_json: bool = JsonOpt,
+) -> None:
+    """Guided fine-tuning: L = BCE + λ · L_loc on attributions of one ground-truth class per image.
+
+    Example: [bold]mgkit guide --from runs/base/checkpoints/best_f1.pt --data data/voc.h5 --loss energy --attribution bcos --layer input --lambda 1e-3 --out runs/energy-input[/bold]
+    """
+    values = dict(data=data, out=out, init_from=init_from, model=model, loss=loss, attribution=attribution,
+                  layer=layer, lam=lam, targets=targets, dilate=dilate, loc_reduction=loc_reduction,
+                  size_alpha=size_alpha, ig_steps=ig_steps, epochs=epochs, lr=lr, batch_size=batch_size,
+                  eval_batch_size=eval_batch_size, seed=seed, device=device, amp=amp, channels_last=channels_last,
+                  workers=workers, eval_every=eval_every, min_f1=min_f1, eval_attribution=eval_attribution,
+                  eval_layer=eval_layer, iou_threshold=iou_threshold, quiet=quiet or None)
+    _fit("guide", config, {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()}, restart, as_json)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

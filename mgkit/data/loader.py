@@ -1,0 +1,135 @@
+"""Batches from a prepared HDF5 file for torch: one h5py read per batch, boxes padded for vectorised masks.
+
+Each DataLoader worker opens its own h5py handle (h5py handles must not cross a fork). Images stay
+uint8 until they reach the device (`to_device`), which keeps host memory and transfer small.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
+
+from mgkit.data.format import open_dataset
+
+
+@dataclass
+class Batch:
+    """One batch; `boxes` rows are (cls, x0, y0, x1, y1), padding rows have cls = -1."""
+
+    images: torch.Tensor  # uint8 [B, H, W, 3]
+    labels: torch.Tensor  # float [B, K]
+    boxes: torch.Tensor  # float [B, M, 5]
+    annotated: torch.Tensor  # bool [B]
+    index: torch.Tensor  # long [B], row in the split
+    groups: torch.Tensor | None = None  # long [B]
+    segmentation: torch.Tensor | None = None  # uint8 [B, H, W]
+    has_segmentation: torch.Tensor | None = None  # bool [B]
+
+    def to(self, device: torch.device) -> "Batch":
+        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+        return Batch(*(move(getattr(self, f)) for f in self.__dataclass_fields__))
+
+    def pin_memory(self) -> "Batch":
+        pin = lambda t: None if t is None else t.pin_memory()  # noqa: E731
+        return Batch(*(pin(getattr(self, f)) for f in self.__dataclass_fields__))
+
+
+def images_to_float(images: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+    """uint8 [B, H, W, 3] -> float [B, 3, H, W] in [0, 1], done on the device."""
+    x = images.permute(0, 3, 1, 2).float().div_(255.0)
+    return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def pad_boxes(boxes: np.ndarray, index: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Gather the boxes of `rows` into a padded [B, M, 5] array (cls = -1 in padding)."""
+    starts, ends = index[rows], index[rows + 1]
+    counts = ends - starts
+    m = max(int(counts.max()) if len(counts) else 0, 1)
+    out = np.zeros((len(rows), m, 5), np.float32)
+    out[:, :, 0] = -1
+    if counts.sum():
+        # Vectorised gather: flat positions of every box and the (image, slot) it goes to.
+        img = np.repeat(np.arange(len(rows)), counts)
+        slot = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        src = np.repeat(starts, counts) + slot
+        out[img, slot] = boxes[src]
+    return out
+
+
+class H5Split(Dataset):
+    """Map-style data set whose items are whole batches: `ds[list_of_rows] -> Batch`."""
+
+    def __init__(self, path: str | Path, split: str, *, segmentation: bool = False):
+        self.path = str(path)
+        self.split = split
+        with open_dataset(path) as ds:
+            g = ds.split(split)
+            self.n = g["images"].shape[0]
+            # Small per-image metadata is read once; images are read per batch.
+            self.box_index = g["box_index"][:]
+            self.boxes = g["boxes"][:]
+            self.labels = g["labels"][:]
+            self.annotated = g["annotated"][:]
+            self.groups = g["groups"][:].astype(np.int64) if "groups" in g else None
+            self.has_seg = g["has_segmentation"][:] if "segmentation" in g and segmentation else None
+        self._h5: h5py.File | None = None
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _file(self) -> h5py.File:
+        if self._h5 is None:
+            self._h5 = h5py.File(self.path, "r")
+        return self._h5
+
+    def __getstate__(self) -> dict:
+        # Worker processes open their own handle.
+        state = dict(self.__dict__)
+        state["_h5"] = None
+        return state
+
+    def __getitem__(self, rows: Sequence[int]) -> Batch:
+        rows = np.asarray(rows, dtype=np.int64)
+        order = np.argsort(rows, kind="stable")
+        sorted_rows = rows[order]
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        g = self._file()[self.split]
+        # h5py fancy indexing needs increasing, unique indices; a batch never repeats a row except
+        # with padding samplers, handled by reading unique rows and re-expanding.
+        uniq, uinv = np.unique(sorted_rows, return_inverse=True)
+        images = g["images"][uniq][uinv][inverse]
+        seg = has = None
+        if self.has_seg is not None:
+            seg = torch.from_numpy(g["segmentation"][uniq][uinv][inverse])
+            has = torch.from_numpy(self.has_seg[rows])
+        return Batch(
+            images=torch.from_numpy(images),
+            labels=torch.from_numpy(self.labels[rows].astype(np.float32)),
+            boxes=torch.from_numpy(pad_boxes(self.boxes, self.box_index, rows)),
+            annotated=torch.from_numpy(self.annotated[rows]),
+            index=torch.from_numpy(rows),
+            groups=None if self.groups is None else torch.from_numpy(self.groups[rows]),
+            segmentation=seg,
+            has_segmentation=has,
+        )
+
+
+def make_loader(dataset: H5Split, batch_size: int, *, shuffle: bool, seed: int, workers: int,
+                rank: int = 0, world: int = 1, drop_last: bool = False, pin: bool = False) -> DataLoader:
+    """A DataLoader yielding `Batch` objects; `loader.sampler.sampler.set_epoch(e)` reshuffles.
+
+    The order depends only on (seed, epoch), so a resumed run sees the same batches as an
+    uninterrupted one; with several processes each rank takes its shard of one global permutation.
+    """
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed,
+                                 drop_last=False)
+    batches = BatchSampler(sampler, batch_size, drop_last=drop_last)
+    return DataLoader(dataset, sampler=batches, batch_size=None, num_workers=workers, pin_memory=pin,
+                      persistent_workers=workers > 0)
