@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -82,7 +83,7 @@ def _main(
 OutOpt = typer.Option(..., "--out", help="Output HDF5 file (written to a temporary name, renamed when complete).")
 BboxFracOpt = typer.Option(1.0, "--bbox-frac", min=0.0, max=1.0,
                            help="Fraction of training images whose boxes may be used for guidance.")
-SeedOpt = typer.Option(0, "--seed", help="Seed for the --bbox-frac subsample (and any generated split).")
+SeedOpt = typer.Option(0, "--seed", min=0, help="Seed for the --bbox-frac subsample (and any generated split).")
 WorkersOpt = typer.Option(0, "--workers", min=0, help="Parallel image-decoding processes (0: in-process).")
 ForceOpt = typer.Option(False, "--force", help="Overwrite an existing output file.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress output.")
@@ -138,6 +139,8 @@ def prepare_synthetic(
 
     if task not in synthetic.TASKS:
         raise UsageError(f"--task must be one of {', '.join(synthetic.TASKS)}, got {task!r}")
+    if spurious is None:
+        spurious = synthetic.DEFAULT_SPURIOUS[task]
     opts = dict(task=task, num_classes=num_classes, spurious=spurious, n_train=n_train, n_val=n_val, n_test=n_test)
     _prepare(lambda: synthetic.plan(**opts, seed=seed), out, size, bbox_frac, seed, workers, force, False, quiet,
              as_json, {"source": "synthetic", **opts})
@@ -271,7 +274,7 @@ EpochsOpt = typer.Option(None, "--epochs", help="Epochs (default per model famil
 LrOpt = typer.Option(None, "--lr", help="Adam learning rate, constant (default per model family).")
 BatchOpt = typer.Option(None, "--batch-size", help="Global batch size over all processes (default per family).")
 EvalBatchOpt = typer.Option(None, "--eval-batch-size", help="Batch size of the validation pass.")
-RunSeedOpt = typer.Option(None, "--seed", help="Seed of initialisation, data order and target sampling.")
+RunSeedOpt = typer.Option(None, "--seed", min=0, help="Seed of initialisation, data order and target sampling.")
 DeviceOpt = typer.Option(None, "--device", help="auto | cpu | cuda | mps.")
 AmpOpt = typer.Option(None, "--amp", help="none | bf16 (CUDA only).")
 ChannelsLastOpt = typer.Option(None, "--channels-last/--no-channels-last", help="channels_last memory format.")
@@ -290,6 +293,8 @@ def _fit(stage: str, config: Optional[Path], values: dict[str, Any], restart: bo
 
     cfg = build_config(stage, values, config)
     summary = fit(cfg, restart=restart)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
+        return
 
     def render(s: dict[str, Any]) -> None:
         final = s.get("final") or {}

@@ -285,10 +285,14 @@ class GuidedModel(nn.Module):
         """Prepared input -> logits [B, K]."""
         return self.__dict__.get("_route", self.net)(x)
 
-    def route_forward(self, wrapper: nn.Module) -> None:
+    def route_forward(self, wrapper: nn.Module | None) -> None:
         """Run forward passes through `wrapper` (DistributedDataParallel around `net`), so gradient
-        synchronisation happens while layer hooks, attributions and the state dict stay on `net`."""
-        object.__setattr__(self, "_route", wrapper)  # not a submodule: keeps state_dict keys unchanged
+        synchronisation happens while layer hooks, attributions and the state dict stay on `net`;
+        None restores direct calls (evaluation on one process must not enter collective operations)."""
+        if wrapper is None:
+            self.__dict__.pop("_route", None)
+        else:
+            object.__setattr__(self, "_route", wrapper)  # not a submodule: state_dict keys stay unchanged
 
     def layer_module(self, layer: str) -> nn.Module | None:
         """The module whose output is guidance layer `layer` (None for "input")."""

@@ -177,7 +177,7 @@ class DatasetWriter:
     def __enter__(self) -> "DatasetWriter":
         self._ctx = atomic_path(self.path, force=self._force)
         tmp = self._ctx.__enter__()
-        self._file = h5py.File(tmp, "w")
+        self._file = h5py.File(tmp, "w", track_order=True)  # splits keep the source's order
         self._file.attrs.update(self._attrs)
         return self
 

@@ -86,3 +86,14 @@ def broadcast_object(obj, env: DistEnv):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def same_on_all_ranks(model: torch.nn.Module, env: DistEnv) -> bool:
+    """Whether every process holds the same weights (checked by min/max of a weight checksum)."""
+    if not env.enabled:
+        return True
+    total = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().reshape(1)
+    lo, hi = total.clone(), total.clone()
+    dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+    dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+    return bool(lo == hi)

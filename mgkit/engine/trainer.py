@@ -189,9 +189,8 @@ def _fit(cfg: RunConfig, env: D.DistEnv, restart: bool) -> dict[str, Any]:
             parent_sha256=file_sha256(cfg.init_from) if cfg.init_from else None,
             world_size=env.world, device=str(device), torch=torch.__version__))
 
-    if env.enabled:
-        ddp = DistributedDataParallel(model.net, device_ids=[device.index] if device.type == "cuda" else None)
-        model.route_forward(ddp)
+    ddp = (DistributedDataParallel(model.net, device_ids=[device.index] if device.type == "cuda" else None)
+           if env.enabled else None)
     train_set = H5Split(cfg.data, "train")
     local_batch = max(cfg.batch_size // env.world, 1)
     train_loader = make_loader(train_set, local_batch, shuffle=True, seed=cfg.seed, workers=cfg.workers,
@@ -204,6 +203,7 @@ def _fit(cfg: RunConfig, env: D.DistEnv, restart: bool) -> dict[str, Any]:
                     amp=cfg.amp == "bf16", channels_last=cfg.channels_last)
 
     def run_eval(rep: Reporter, epoch: int) -> dict[str, Any]:
+        model.route_forward(None)
         result = evaluate(model, val_loader, device=device, attribution=cfg.eval_attribution,
                           layer=cfg.eval_layer, outside=spec.outside, iou_threshold=cfg.iou_threshold,
                           ig_steps=cfg.ig_steps, group_names=group_names, amp=spec.amp,
@@ -217,6 +217,7 @@ def _fit(cfg: RunConfig, env: D.DistEnv, restart: bool) -> dict[str, Any]:
             run.append_metrics({"epoch": 0, "val": headline(start), "val_detail": _compact(start)}, keep_before=0)
         for epoch in range(start_epoch, cfg.epochs + 1):
             model.train()
+            model.route_forward(ddp)
             train_loader.sampler.sampler.set_epoch(epoch)
             # Target sampling depends only on (seed, epoch, rank): a resumed epoch draws the same classes.
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch * 101 + env.rank)
@@ -266,7 +267,8 @@ def _fit(cfg: RunConfig, env: D.DistEnv, restart: bool) -> dict[str, Any]:
                 log(f"stopping: val F1 fell below --min-f1 {cfg.min_f1}", quiet=quiet)
                 break
             D.barrier(env)
-    summary.update(epochs=cfg.epochs, best_f1=best_f1, last=str(run.last), best=str(run.best))
+    summary.update(epochs=cfg.epochs, best_f1=best_f1, last=str(run.last), best=str(run.best),
+                   world_size=env.world, ranks_consistent=D.same_on_all_ranks(model, env))
     if cfg.stage == "guide":
         summary["pareto"] = pareto.entries
     lines = run.metric_lines() if env.is_main else []
