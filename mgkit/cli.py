@@ -42,9 +42,9 @@ def handle_errors(fn: Callable) -> Callable:
             raise KeyboardInterrupt
 
         try:
-            signal.signal(signal.SIGTERM, _term)
+            previous = signal.signal(signal.SIGTERM, _term)
         except ValueError:  # not in the main thread (e.g. some test runners)
-            pass
+            previous = None
         try:
             return fn(*args, **kwargs)
         except UsageError as e:
@@ -53,6 +53,9 @@ def handle_errors(fn: Callable) -> Callable:
             _fail(str(e), 1)
         except KeyboardInterrupt:
             _fail("interrupted; nothing was written at the output path", 130)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapper
 
@@ -241,6 +244,8 @@ def prepare_reference(
     """
     from mgkit.data.sources import reference
 
+    if out.exists() and not force:  # before opening possibly huge .pt files
+        raise MgkitError(f"{out} already exists; pass --force to overwrite it")
     plan = reference.plan(root, dataset=dataset)
     _prepare(lambda: plan, out, plan.native_size, bbox_frac, seed, 0, force, False, quiet, as_json,
              {"source": "reference", "root": str(root), "dataset": dataset})

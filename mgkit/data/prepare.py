@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import multiprocessing as mp
+import signal
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +107,12 @@ def scale_boxes(boxes: np.ndarray, width: float, height: float, size: int) -> tu
     return out, stats
 
 
+def _worker_signals() -> None:
+    """Workers take the default SIGTERM (so the pool can stop them) and leave Ctrl-C to the parent."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _safe_load(load: Callable[[Record, int], Sample], size: int, record: Record) -> Sample | BadSample:
     try:
         return load(record, size)
@@ -128,7 +135,8 @@ def run_prepare(plan: SourcePlan, out: str | Path, *, size: int, bbox_frac: floa
                            image_size=(size, size), bbox_frac=bbox_frac, seed=seed, options=options or {},
                            provenance=prov, mask_mode=plan.mask_mode, force=force)
     load = functools.partial(_safe_load, plan.load, size)
-    pool = mp.get_context("fork").Pool(workers) if workers > 1 and plan.workers_ok else None
+    pool = (mp.get_context("fork").Pool(workers, initializer=_worker_signals)
+            if workers > 1 and plan.workers_ok else None)
     try:
         with writer, Reporter(quiet=quiet) as rep:
             for split, records in plan.splits.items():
@@ -160,8 +168,10 @@ def run_prepare(plan: SourcePlan, out: str | Path, *, size: int, bbox_frac: floa
                 if skipped:
                     summary["splits"][split]["skipped_files"] = skipped[:20]
             writer.set_attr("summary", summary["splits"])
+        if pool is not None:
+            pool.close()
     finally:
         if pool is not None:
-            pool.terminate()
+            pool.terminate()  # a no-op after close() on success; stops the workers on errors
             pool.join()
     return summary
