@@ -24,6 +24,7 @@ test: $(STAMP)
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_prepare.py
+	$(BIN)/python benchmarks/bench_prepare.py --sizes 200 5000
+	$(BIN)/python benchmarks/bench_train.py
 
 include pipelines/synthetic.mk

@@ -1,5 +1,7 @@
 """Shared fixtures for engine tests: a tiny synthetic data file and a baseline checkpoint."""
 
+import shutil
+
 import pytest
 
 from mgkit.data.prepare import run_prepare
@@ -21,3 +23,10 @@ def tiny_birds(tmp_path_factory):
     plan = synthetic.plan(task="birds", num_classes=2, spurious=None, n_train=32, n_val=16, n_test=8, seed=0)
     run_prepare(plan, path, size=32, bbox_frac=0.5, seed=0, quiet=True)
     return path
+
+
+@pytest.fixture(autouse=True)
+def _free_disk(tmp_path):
+    """Each run writes checkpoints of tens of MB; drop them as soon as a test is done."""
+    yield
+    shutil.rmtree(tmp_path, ignore_errors=True)
