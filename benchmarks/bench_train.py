@@ -14,7 +14,6 @@ evaluation attributions per second. Random initialisation, random images, 1-3 bo
 from __future__ import annotations
 
 import argparse
-import contextlib
 import time
 
 import torch
@@ -103,10 +102,14 @@ def bench_steps(model_name: str, size: int, layers: list[str], batch: int, devic
     plain = timed(lambda: train_step(model, b, spec(None, "input"), opt, gen, env), 1, reps, device)
     ref_plain = timed(lambda: reference_style_step(model, b, opt, "input", False), 1, reps, device)
     for layer in layers:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         guided = timed(lambda: train_step(model, b, spec("energy", layer), opt, gen, env), 1, reps, device)
         row = {"model": model_name, "size": size, "layer": layer, "batch": batch, "plain_s": plain,
                "guided_s": guided, "ratio": guided / plain, "plain_img_s": batch / plain,
                "guided_img_s": batch / guided, "ref_plain_s": ref_plain}
+        if device.type == "cuda":
+            row["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
         if attribution == "ixg":
             ref = timed(lambda: reference_style_step(model, b, opt, layer, True), 1, reps, device)
             row.update(ref_guided_s=ref, speedup_vs_ref=ref / guided)
@@ -130,7 +133,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
+    ap.add_argument("--amp", action="store_true", help="bf16 autocast in mgkit's steps (CUDA)")
     ap.add_argument("--quick", action="store_true", help="resnet18 at 128 only")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
@@ -145,12 +148,12 @@ def main() -> None:
     head = (f"{'model':<14}{'size':>5}{'layer':>7}{'plain s':>9}{'guided s':>10}{'ratio':>7}"
             f"{'plain img/s':>13}{'guided img/s':>14}{'ref guided s':>14}{'vs ref':>8}")
     print(head)
-    with torch.autocast(device.type, dtype=torch.bfloat16) if args.amp else contextlib.nullcontext():
-        for name, size, attribution in grid:
-            for r in bench_steps(name, size, ["input", "final"], args.batch, device, args.amp, args.reps, attribution):
-                ref = f"{r['ref_guided_s']:>14.3f}{r['speedup_vs_ref']:>7.2f}x" if "ref_guided_s" in r else f"{'-':>14}{'-':>8}"
-                print(f"{r['model']:<14}{r['size']:>5}{r['layer']:>7}{r['plain_s']:>9.3f}{r['guided_s']:>10.3f}"
-                      f"{r['ratio']:>7.2f}{r['plain_img_s']:>13.1f}{r['guided_img_s']:>14.1f}{ref}", flush=True)
+    for name, size, attribution in grid:
+        for r in bench_steps(name, size, ["input", "final"], args.batch, device, args.amp, args.reps, attribution):
+            ref = f"{r['ref_guided_s']:>14.3f}{r['speedup_vs_ref']:>7.2f}x" if "ref_guided_s" in r else f"{'-':>14}{'-':>8}"
+            mem = f"  peak {r['peak_gib']:.1f} GiB" if "peak_gib" in r else ""
+            print(f"{r['model']:<14}{r['size']:>5}{r['layer']:>7}{r['plain_s']:>9.3f}{r['guided_s']:>10.3f}"
+                  f"{r['ratio']:>7.2f}{r['plain_img_s']:>13.1f}{r['guided_img_s']:>14.1f}{ref}{mem}", flush=True)
     print("# evaluation attributions per second (no graph), 64 (image, class) pairs")
     for name, size, attribution in grid:
         for layer in ("input", "final"):

@@ -19,14 +19,7 @@ from mgkit.models import LAYERS, MODEL_NAMES, GuidedModel, create_model, load_we
 K = 3
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """These tiny models run fastest single-threaded, and OpenMP threads spinning against other busy
-    processes on a small CI machine can slow them down tenfold."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _perturb_(model: nn.Module, seed: int = 0) -> None:
