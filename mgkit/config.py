@@ -22,7 +22,7 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 # Options that may change between a run and its resumption without changing its results.
-RESUMABLE_CHANGES = frozenset({"quiet", "workers", "device", "epochs", "eval_batch_size", "restart"})
+RESUMABLE_CHANGES = frozenset({"quiet", "workers", "device", "epochs", "eval_batch_size"})
 
 
 @dataclass

@@ -6,6 +6,7 @@ then per epoch train, evaluate on val, log a line, save last/best/Pareto checkpo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -61,7 +62,6 @@ def validate(cfg: RunConfig, family: str, supported: tuple[str, ...]) -> None:
         # path points, so guided IntGrad uses X-DNN, where it is exact in one pass (the paper's choice).
         (cfg.stage != "guide" or cfg.attribution != "intgrad" or family == "xdnn",
          "--attribution intgrad for guidance needs an xdnn model (elsewhere use it with --eval-attribution)"),
-        (cfg.stage != "guide" or cfg.init_from, "mgkit guide needs --from CHECKPOINT"),
     ]
     for ok, message in checks:
         if not ok:
@@ -104,17 +104,17 @@ class Run:
 
 
 def _resolve(cfg: RunConfig, data_classes: list[str]) -> tuple[RunConfig, dict[str, Any] | None]:
-    """Fill the model from the parent checkpoint (guide) and the family defaults."""
+    """Load the parent checkpoint (guide) and fill the model name from it, or the train default."""
     parent = None
     if cfg.stage == "guide":
         if not cfg.init_from:
             raise UsageError("mgkit guide needs --from CHECKPOINT (e.g. runs/BASE/checkpoints/best_f1.pt)")
         parent = load_checkpoint(cfg.init_from)
         if cfg.model is None:
-            cfg = RunConfig(**{**cfg.to_dict(), "model": parent["model_name"]})
+            cfg = dataclasses.replace(cfg, model=parent["model_name"])
         check_compatible(parent, cfg.init_from, model_name=cfg.model, classes=data_classes)
     if cfg.model is None:
-        cfg = RunConfig(**{**cfg.to_dict(), "model": "resnet50"})
+        cfg = dataclasses.replace(cfg, model="resnet50")
     if cfg.model not in MODEL_NAMES:
         raise UsageError(f"--model must be one of {', '.join(MODEL_NAMES)}, got {cfg.model!r}")
     return cfg, parent
