@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import pytest
@@ -17,6 +16,7 @@ from torch import Tensor, nn
 
 from mgkit.attribution import METHODS, PostProcess, attribute, attribute_pairs, post_process
 from mgkit.errors import UsageError
+from helpers import perturb_
 from mgkit.models import LAYERS, GuidedModel, create_model
 
 K = 4
@@ -24,20 +24,13 @@ TARGETS = torch.tensor([1, 3])
 F64 = torch.float64
 
 
-def _perturb_(model: nn.Module, seed: int = 0) -> None:
-    """Random, nonzero weights at a stable scale (Fixup zero-initialises whole branches and the head)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            fan_in = p[0].numel() if p.dim() > 1 else p.numel()
-            p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 0.7 / math.sqrt(fan_in))
 
 
 def _model(name: str, dtype: torch.dtype = F64) -> GuidedModel:
     torch.manual_seed(0)
     model = create_model(name, K).to(dtype)
     if model.family == "xdnn":
-        _perturb_(model.net)
+        perturb_(model.net)
     return model.eval()
 
 

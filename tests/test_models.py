@@ -14,6 +14,7 @@ from torch import nn
 
 from mgkit import xdnn
 from mgkit.errors import FormatError, MgkitError, UsageError
+from helpers import perturb_
 from mgkit.models import LAYERS, MODEL_NAMES, GuidedModel, create_model, load_weights
 
 K = 3
@@ -22,13 +23,6 @@ K = 3
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _perturb_(model: nn.Module, seed: int = 0) -> None:
-    """Random, nonzero weights at a stable scale (Fixup zero-initialises whole branches)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            fan_in = p[0].numel() if p.dim() > 1 else p.numel()
-            p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 0.7 / math.sqrt(fan_in))
 
 
 def _images(n: int = 2, size: int = 32, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -186,7 +180,7 @@ def test_xdnn_structure_is_bias_and_norm_free() -> None:
 
 def test_xdnn_is_positively_homogeneous() -> None:
     model = create_model("xdnn-resnet18", K).double().eval()
-    _perturb_(model.net)
+    perturb_(model.net)
     x = model.prepare_input(_images(dtype=torch.float64))
     bias = model.net.fc.bias
     with torch.no_grad():
@@ -236,7 +230,7 @@ def test_pretrained_loads_from_hub_cache_before_head_replacement(hub_dir: Path) 
 
     # the authors' X-DNN checkpoint: {"state_dict": ...} saved from DataParallel, bias-free ImageNet fc
     xnet = xdnn.xdnn_resnet50()
-    _perturb_(xnet)
+    perturb_(xnet)
     torch.save({"epoch": 90, "arch": "xfixup_resnet50", "best_acc1": torch.tensor(74.0),
                 "state_dict": {f"module.{k}": v for k, v in xnet.state_dict().items()}},
                hub_dir / "xfixup_resnet50_model_best.pth.tar")
@@ -249,7 +243,7 @@ def test_pretrained_loads_from_hub_cache_before_head_replacement(hub_dir: Path) 
 def test_weights_round_trip(tmp_path: Path, name: str) -> None:
     torch.manual_seed(0)
     model = create_model(name, K).eval()
-    _perturb_(model.net, seed=1)
+    perturb_(model.net, seed=1)
     x = model.prepare_input(_images())
     torch.save(model.net.state_dict(), tmp_path / "plain.pt")
     loaded = create_model(name, K, weights=tmp_path / "plain.pt").eval()
@@ -280,7 +274,7 @@ def test_reference_bcos_checkpoint_is_remapped(tmp_path: Path) -> None:
     """The reference saves Sequential(BcosResNet, LogitBias) inside {"model": ...} result files."""
     torch.manual_seed(0)
     model = create_model("bcos-resnet18", K).eval()
-    _perturb_(model.net, seed=2)
+    perturb_(model.net, seed=2)
     x = model.prepare_input(_images())
     with torch.no_grad():
         expected = model(x)
