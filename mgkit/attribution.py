@@ -62,8 +62,9 @@ def _check(model: GuidedModel, x: Tensor, targets: Tensor, method: str, layer: s
         raise UsageError(f"unknown layer {layer!r}; choose one of {', '.join(LAYERS)}.")
     if x.dim() != 4:
         raise UsageError(f"expected a prepared input of shape [B, C, H, W], got {list(x.shape)}.")
-    if targets.dim() != 1 or targets.shape[0] != x.shape[0] or targets.dtype not in (torch.int64, torch.int32):
-        raise UsageError(f"targets must be an integer tensor of shape [{x.shape[0]}] (one class per image).")
+    if targets.dim() not in (1, 2) or targets.shape[0] != x.shape[0] or targets.dtype not in (torch.int64, torch.int32):
+        raise UsageError(f"targets must be an integer tensor of shape [{x.shape[0]}] (one class per image) "
+                         f"or [{x.shape[0]}, S] (S classes per image).")
 
 
 def _along_path(t: Tensor, alphas: Tensor) -> Tensor:
@@ -117,6 +118,7 @@ def attribute(
 
     x: prepared network input [B,C,H,W] (`model.prepare_input(images)`); targets: long [B], one class
     per row. Returns (maps [B,H_out,W_out], logits [B,K]); the logits come from the same forward pass.
+    Targets of shape [B, S] give maps [B, S, H_out, W_out] from the same single forward pass.
     With create_graph=False no graph is kept and both tensors are detached.
 
     Methods (A = activation at `layer`, or x at "input"; g = d logit_target / dA):
@@ -147,27 +149,34 @@ def attribute(
         midpoints = (torch.arange(ig_steps, dtype=x.dtype, device=x.device) + 0.5) / ig_steps
         alphas = torch.cat([torch.ones(1, dtype=x.dtype, device=x.device), midpoints])
 
+    slots = targets.long()[:, None] if targets.dim() == 1 else targets.long()
+    size = out_size if out_size is not None else tuple(x.shape[-2:])
     with torch.enable_grad():  # evaluation code may call this under no_grad
-        act, tap, logits = _forward_tapped(model, x, layer, alphas)
-        if alphas is None:
-            objective = logits.gather(1, targets[:, None].long()).sum()
-        else:
-            objective = logits[batch:].gather(1, targets.long().repeat(ig_steps)[:, None]).sum()
-            logits = logits[:batch]
-        explain = model.explanation_mode() if method == "bcos" else contextlib.nullcontext()
-        with explain:
-            (grad,) = torch.autograd.grad(objective, tap, create_graph=create_graph, retain_graph=create_graph)
-        if alphas is not None:
-            grad = grad[batch:].unflatten(0, (ig_steps, batch)).mean(dim=0)
+        act, tap, all_logits = _forward_tapped(model, x, layer, alphas)
+        logits = all_logits if alphas is None else all_logits[:batch]
+        maps = []
+        # Several classes per image share the forward pass: one gradient call per class slot.
+        for j in range(slots.shape[1]):
+            if alphas is None:
+                objective = all_logits.gather(1, slots[:, j:j + 1]).sum()
+            else:
+                objective = all_logits[batch:].gather(1, slots[:, j].repeat(ig_steps)[:, None]).sum()
+            keep = create_graph or j + 1 < slots.shape[1]
+            with model.explanation_mode() if method == "bcos" else contextlib.nullcontext():
+                (grad,) = torch.autograd.grad(objective, tap, create_graph=create_graph, retain_graph=keep)
+            if alphas is not None:
+                grad = grad[batch:].unflatten(0, (ig_steps, batch)).mean(dim=0)
+            a = act if create_graph else act.detach()
+            if not create_graph:
+                grad = grad.detach()
+            if method == "gradcam":
+                maps.append(F.relu((grad.mean(dim=(2, 3), keepdim=True) * a).sum(dim=1)))
+            else:  # ixg, bcos and intgrad all end as gradient (or path-averaged gradient) times activation
+                maps.append((grad * a).sum(dim=1))
         if not create_graph:
-            act, grad, logits = act.detach(), grad.detach(), logits.detach()
-
-        if method == "gradcam":
-            maps = F.relu((grad.mean(dim=(2, 3), keepdim=True) * act).sum(dim=1))
-        else:  # ixg, bcos and intgrad all end as gradient (or path-averaged gradient) times activation
-            maps = (grad * act).sum(dim=1)
-        maps = post_process(maps, post, out_size if out_size is not None else tuple(x.shape[-2:]))
-    return maps, logits
+            logits = logits.detach()
+        out = post_process(torch.stack(maps, 1).flatten(0, 1), post, size).unflatten(0, (batch, slots.shape[1]))
+    return (out[:, 0] if targets.dim() == 1 else out), logits
 
 
 def attribute_pairs(

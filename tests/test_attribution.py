@@ -267,7 +267,9 @@ def test_bad_requests_fail_with_usage_errors(models: dict[str, GuidedModel]) -> 
     with pytest.raises(UsageError, match="unknown layer 'mid4'"):
         attribute(vanilla, x, TARGETS, method="ixg", layer="mid4", create_graph=False)
     with pytest.raises(UsageError, match="one class per image"):
-        attribute(vanilla, x, torch.tensor([[1, 0], [0, 1]]), method="ixg", layer="input", create_graph=False)
+        attribute(vanilla, x, torch.tensor([[[1], [0]], [[0], [1]]]), method="ixg", layer="input", create_graph=False)
+    with pytest.raises(UsageError, match="one class per image"):
+        attribute(vanilla, x, torch.tensor([1, 0, 2]), method="ixg", layer="input", create_graph=False)
     vanilla.train()
     try:
         with pytest.raises(UsageError, match="needs model.eval"):
@@ -333,3 +335,20 @@ def test_maps_are_differentiable_in_every_parameter(train_models: dict[str, Guid
     weights = [(n, g) for (n, _), g in zip(named, grads) if not n.endswith(".bias")]
     zero = [n for n, g in weights if not torch.any(g != 0)]
     assert len(zero) <= 0.1 * len(weights), f"zero gradient for {zero[:5]}"
+
+
+@pytest.mark.parametrize("name,method,layer", [("resnet18", "ixg", "input"), ("bcos-resnet18", "bcos", "mid2"),
+                                               ("resnet18", "gradcam", "final"), ("resnet18", "intgrad", "mid1")])
+def test_several_classes_per_image_equal_separate_calls(models, name, method, layer):
+    """Targets [B, S] share one forward pass and equal S separate one-class calls, slot by slot."""
+    model = models[name]
+    x = _x(model)
+    slots = torch.tensor([[1, 3, 0], [2, 2, 1]])
+    post = PostProcess(positive=True, normalize=True)
+    maps, logits = attribute(model, x, slots, method=method, layer=layer, create_graph=False, post=post, ig_steps=4)
+    assert maps.shape == (2, 3, *x.shape[-2:])
+    for j in range(slots.shape[1]):
+        one, one_logits = attribute(model, x, slots[:, j], method=method, layer=layer, create_graph=False, post=post,
+                                    ig_steps=4)
+        torch.testing.assert_close(maps[:, j], one)
+        torch.testing.assert_close(logits, one_logits)

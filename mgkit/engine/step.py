@@ -52,23 +52,27 @@ def target_slots(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return order, valid
 
 
-def _loc_term(model, x, targets, weight, batch: Batch, spec: StepSpec, env: DistEnv):
-    """Localization loss for one target per image, returning (loss, logits)."""
+def _loc_term(model, x, targets, valid, batch: Batch, spec: StepSpec, env: DistEnv):
+    """Localization loss for targets [B, S] (S classes per image, from one forward pass; `valid`
+    [B, S] marks real ones); returns (loss summed over contributing (image, class) pairs, logits)."""
     post = PostProcess(*LOSS_POSTPROCESS[spec.loss])
     size = tuple(x.shape[-2:])
     maps, logits = attribute(model, x, targets, method=spec.attribution, layer=spec.layer, create_graph=True,
                              post=post, out_size=size, ig_steps=spec.ig_steps)
-    boxes = dilate_boxes(batch.boxes, spec.dilate, size) if spec.dilate > 0 else batch.boxes
-    masks = box_masks(boxes, targets, size, outside=spec.outside)
-    areas = box_area(batch.boxes, targets) if spec.loss == "energy-size" else None
+    s = targets.shape[1]
+    flat = targets.flatten()
+    raw = batch.boxes.repeat_interleave(s, dim=0)  # pair p = (image p // S, slot p % S)
+    boxes = dilate_boxes(raw, spec.dilate, size) if spec.dilate > 0 else raw
+    masks = box_masks(boxes, flat, size, outside=spec.outside)
+    areas = box_area(raw, flat) if spec.loss == "energy-size" else None
+    # Only annotated images whose target class has a box contribute (an empty mask would push the
+    # whole map to zero under L1).
+    weight = batch.annotated.repeat_interleave(s) & valid.flatten() & has_box(raw, flat)
+    loc = localization_loss(spec.loss, maps.flatten(0, 1).float(), masks, weight, reduction="sum",
+                            size_alpha=spec.size_alpha, areas=areas)
     if spec.reduction == "mean":
         # The mean over the *global* batch: local sum divided by the count over every process.
-        count = all_reduce_sum(weight.float().sum().detach(), env).clamp(min=1.0)
-        loc = localization_loss(spec.loss, maps.float(), masks, weight, reduction="sum",
-                                size_alpha=spec.size_alpha, areas=areas) / count
-    else:
-        loc = localization_loss(spec.loss, maps.float(), masks, weight, reduction="sum",
-                                size_alpha=spec.size_alpha, areas=areas)
+        loc = loc / all_reduce_sum(weight.float().sum().detach(), env).clamp(min=1.0)
     return loc, logits
 
 
@@ -86,18 +90,12 @@ def train_step(model, batch: Batch, spec: StepSpec, optimizer: torch.optim.Optim
             logits = model(x)
             loc = torch.zeros((), device=x.device)
         elif spec.targets == "random":
-            targets = sample_targets(labels, generator)
-            # Only annotated images whose sampled class has a box contribute (an empty mask would
-            # push the whole map to zero under L1).
-            weight = batch.annotated & (labels.sum(1) > 0) & has_box(batch.boxes, targets)
-            loc, logits = _loc_term(model, x, targets, weight, batch, spec, env)
+            targets = sample_targets(labels, generator)[:, None]
+            valid = (labels.sum(1) > 0)[:, None]
         else:
-            slots, valid = target_slots(labels)
-            loc = torch.zeros((), device=x.device)
-            for j in range(slots.shape[1]):  # a loop over class slots (few), never over images
-                weight = batch.annotated & valid[:, j] & has_box(batch.boxes, slots[:, j])
-                term, logits = _loc_term(model, x, slots[:, j], weight, batch, spec, env)
-                loc = loc + term
+            targets, valid = target_slots(labels)
+        if spec.loss is not None:
+            loc, logits = _loc_term(model, x, targets, valid, batch, spec, env)
         bce = F.binary_cross_entropy_with_logits(logits.float(), labels)
         # DDP averages gradients over processes; scaling the summed term by the world size keeps
         # it a sum over the global batch, as in a single process.
