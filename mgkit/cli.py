@@ -229,6 +229,55 @@ def prepare_waterbirds(
              skip_bad, quiet, as_json, {"source": "waterbirds", **opts})
 
 
+@prepare_app.command("waterbirds-build")
+@handle_errors
+def prepare_waterbirds_build(
+    cub_root: Path = typer.Option(..., "--cub-root", help="CUB_200_2011 folder (images.txt, train_test_split.txt, images/)."),
+    places_root: Optional[Path] = typer.Option(None, "--places-root", help="Places365 folder holding data_large/ (or data_256/)."),
+    out: Path = OutOpt,
+    correlation: float = typer.Option(1.0, "--correlation", min=0.0, max=1.0, help="Share of training birds on their own habitat: 1.0 Waterbirds-100, 0.95 the released Waterbirds."),
+    segmentations: Optional[Path] = typer.Option(None, "--segmentations", help="CUB segmentations folder (default: segmentations/ in or beside --cub-root)."),
+    land_category: Optional[list[str]] = typer.Option(None, "--land-category", help="Places category for land (repeatable; default bamboo_forest, forest/broadleaf)."),
+    water_category: Optional[list[str]] = typer.Option(None, "--water-category", help="Places category for water (repeatable; default ocean, lake/natural)."),
+    land_dir: Optional[list[Path]] = typer.Option(None, "--land-dir", help="A land background folder (repeatable; replaces the land categories)."),
+    water_dir: Optional[list[Path]] = typer.Option(None, "--water-dir", help="A water background folder (repeatable; replaces the water categories)."),
+    val_frac: float = typer.Option(0.2, "--val-frac", min=0.0, max=0.9, help="Share of CUB's training images used for val (recipe: 0.2)."),
+    task: str = typer.Option("bird", "--task", help="bird (landbird vs waterbird, mask inside the box) or place (land vs water, mask outside)."),
+    export: Optional[Path] = typer.Option(None, "--export", help="Also write a standard Waterbirds folder here: full-size JPEGs and metadata.csv."),
+    size: int = typer.Option(224, "--size", min=16, help="Square image size in pixels."),
+    bbox_frac: float = BboxFracOpt,
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the val split, the places, the backgrounds and --bbox-frac."),
+    workers: int = WorkersOpt, force: bool = ForceOpt, skip_bad: bool = SkipBadOpt, quiet: bool = QuietOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Build Waterbirds from CUB-200-2011 and Places (Sagawa et al.'s recipe): birds pasted on forest or water.
+
+    Example: [bold]mgkit prepare waterbirds-build --cub-root ~/data/CUB_200_2011 --places-root ~/data/places365 --correlation 1.0 --bbox-frac 0.01 --out data/wb100.h5[/bold]
+    """
+    from mgkit.data.sources import waterbirds_build as wb
+
+    opts = dict(places_root=places_root, segmentations=segmentations, correlation=correlation, val_frac=val_frac,
+                task=task, land_categories=land_category or wb.LAND_CATEGORIES,
+                water_categories=water_category or wb.WATER_CATEGORIES, land_dirs=land_dir or (),
+                water_dirs=water_dir or (), export=export)
+    rows: list[tuple] = []
+
+    def plan_fn() -> Any:
+        plan, metadata = wb.plan(cub_root, seed=seed, **opts)
+        rows.extend(metadata)
+        return plan
+
+    recorded = {k: ([str(x) for x in v] if isinstance(v, (list, tuple)) else str(v) if isinstance(v, Path) else v)
+                for k, v in opts.items()}
+    _prepare(plan_fn, out, size, bbox_frac, seed, workers, force, skip_bad, quiet, as_json,
+             {"source": "waterbirds-build", "cub_root": str(cub_root), **recorded})
+    if export is not None:
+        from mgkit.progress import log
+
+        kept = wb.write_metadata(export, rows)
+        log(f"exported {kept} images and {export / 'metadata.csv'}", quiet=quiet or as_json)
+
+
 @prepare_app.command("reference")
 @handle_errors
 def prepare_reference(
