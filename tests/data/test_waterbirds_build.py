@@ -172,12 +172,22 @@ def test_fit_background_is_the_centre_crop():
     """A 60x20 background with a bright middle third: its 20x20 centre crop is exactly that third."""
     a = np.zeros((20, 60, 3), np.uint8)
     a[:, 20:40] = 200
-    np.testing.assert_array_equal(wb.fit_background(Image.fromarray(a), (20, 20)), np.full((20, 20, 3), 200.0))
+    np.testing.assert_array_equal(np.asarray(wb.fit_background(Image.fromarray(a), (20, 20))), np.full((20, 20, 3), 200))
     tall = np.zeros((90, 30, 3), np.uint8)
     tall[30:60] = 77
-    np.testing.assert_array_equal(wb.fit_background(Image.fromarray(tall), (30, 30)), np.full((30, 30, 3), 77.0))
+    np.testing.assert_array_equal(np.asarray(wb.fit_background(Image.fromarray(tall), (30, 30))), np.full((30, 30, 3), 77))
     # Upscaling: a 10x10 background to 20x40 (W, H) keeps the middle 5 columns.
-    assert wb.fit_background(Image.fromarray(a[:10, 25:35]), (20, 40)).shape == (40, 20, 3)
+    assert wb.fit_background(Image.fromarray(a[:10, 25:35]), (20, 40)).size == (20, 40)
+
+
+def test_composite_is_the_rounded_alpha_blend():
+    """Every mask value 0..255 against random pixels: round(bird·m/255 + bg·(1 − m/255)), in float64."""
+    rng = np.random.default_rng(0)
+    bird, bg = (rng.integers(0, 256, (256, 40, 3), dtype=np.uint8) for _ in range(2))
+    m = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 40, axis=1)
+    got = np.asarray(wb.composite(Image.fromarray(bird), Image.fromarray(m), Image.fromarray(bg)))
+    a = m[..., None] / 255.0
+    np.testing.assert_array_equal(got, np.rint(bird * a + bg * (1 - a)).astype(np.uint8))
 
 
 def test_waterbird_species_list():
