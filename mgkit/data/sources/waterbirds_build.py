@@ -9,6 +9,8 @@ Facts taken from the recipe:
 * label y = 1 (waterbird) when the CUB class name (the part after "NNN." of the image folder, lower-case)
   contains one of: albatross, auklet, cormorant, frigatebird, fulmar, gull, jaeger, kittiwake, pelican,
   puffin, tern (seabirds), gadwall, grebe, mallard, merganser, guillemot, pacific_loon (waterfowl);
+  a substring match, so 021.Eastern_Towhee, 088.Western_Meadowlark and 102.Western_Wood_Pewee ("tern")
+  are waterbirds too: 46 of the 200 classes, which fits the published waterbird counts (2663 images);
 * splits: CUB's test images (train_test_split.txt is_train = 0) are the test split; a random
   round(0.2 × N_train) of CUB's training images become val (`val_frac` 0.2), the rest train;
 * place (1 = water): per split and bird type, a random round(f × n) of the images get water, where
