@@ -15,10 +15,11 @@ Facts taken from the recipe:
   round(0.2 × N_train) of CUB's training images become val (`val_frac` 0.2), the rest train;
 * place (1 = water): per split and bird type, a random round(f × n) of the images get water, where
   f = correlation for waterbirds and 1 − correlation for landbirds in train, and f = 0.5 in val and test
-  (so val and test are balanced over place *within* each bird type, not over the four groups). With
-  CUB's 5994 / 5794 images this gives GALS' Waterbirds-100 counts: train 3694 / 0 / 0 / 1101,
-  val 461 / 460 / 139 / 139, test 2255 / 2255 / 642 / 642 (landbird-land, landbird-water,
-  waterbird-land, waterbird-water), i.e. the 100 % correlation holds in train only;
+  (so val and test are balanced over place *within* each bird type, not over the four groups). GALS'
+  Waterbirds-100 counts (landbird-land, landbird-water, waterbird-land, waterbird-water) are train
+  3694 / 0 / 0 / 1101, val 461 / 460 / 139 / 139, test 2255 / 2255 / 642 / 642: the 100 % correlation
+  holds in train only, as here. With CUB's 5994 / 5794 images the split sizes (4795 / 1199 / 5794) and
+  the test counts come out identical; train and val per bird type depend on the random val draw;
 * backgrounds: land from Places' bamboo_forest and forest/broadleaf, water from ocean and lake/natural
   (folders data_large/<first letter>/<category>/); each class's files are pooled, shuffled and handed out
   without repetition to the images of that place class, in CUB image-id order; too few files is an error;
