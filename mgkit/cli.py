@@ -267,14 +267,19 @@ def prepare_waterbirds_build(
         rows.extend(metadata)
         return plan
 
+    if export is not None and (export / "metadata.csv").exists() and not force:
+        raise MgkitError(f"{export / 'metadata.csv'} already exists; pass --force to overwrite the export")
     recorded = {k: ([str(x) for x in v] if isinstance(v, (list, tuple)) else str(v) if isinstance(v, Path) else v)
                 for k, v in opts.items()}
     _prepare(plan_fn, out, size, bbox_frac, seed, workers, force, skip_bad, quiet, as_json,
              {"source": "waterbirds-build", "cub_root": str(cub_root), **recorded})
     if export is not None:
+        from mgkit.data.format import open_dataset
         from mgkit.progress import log
 
-        kept = wb.write_metadata(export, rows)
+        with open_dataset(out) as f:
+            written = {i for s in f.splits for i in f.split(s)["ids"].asstr()[:]}
+        kept = wb.write_metadata(export, rows, written)
         log(f"exported {kept} images and {export / 'metadata.csv'}", quiet=quiet or as_json)
 
 

@@ -236,6 +236,9 @@ def test_place_task_and_export_round_trip(inputs, tmp_path):
     land = ("/b/", "/f/")
     assert all((r["place"] == "0") == r["place_filename"].startswith(land) for r in rows)
     assert len({r["place_filename"] for r in rows}) == len(rows)  # each background used once
+    res = run_cli("prepare", "waterbirds-build", "--cub-root", cub, "--places-root", inputs[1], "--export", export,
+                  "--out", tmp_path / "other.h5", "-q")
+    assert res.exit_code == 1 and str(export / "metadata.csv") in res.stderr and "--force" in res.stderr
     again = tmp_path / "again.h5"
     prepare_json("waterbirds", "--root", export, "--cub-root", cub, "--out", again, "--size", S, "--task", "place")
     with open_dataset(out) as f, open_dataset(again) as g:
@@ -260,6 +263,9 @@ def test_places_256_layout_and_explicit_folders(inputs, tmp_path):
             dirs += [f"--{kind}-dir", root / "data_256" / c[0] / c]
     b = prepare_json("waterbirds-build", "--cub-root", cub, *dirs, "--out", tmp_path / "b.h5", "--size", S)
     assert a["splits"] == b["splits"]
+    c = prepare_json("waterbirds-build", "--cub-root", cub, "--places-root", root / "data_256",
+                     "--out", tmp_path / "c.h5", "--size", S)  # the layout folder itself
+    assert c["splits"] == a["splits"]
     with open_dataset(tmp_path / "a.h5") as f, open_dataset(tmp_path / "b.h5") as g:
         np.testing.assert_array_equal(f.split("train")["images"][:], g.split("train")["images"][:])
         assert f.provenance["land_folders"][1].endswith("data_256/f/forest/broadleaf")
@@ -304,6 +310,10 @@ def test_too_few_backgrounds_and_missing_mask(tmp_path):
     seg.unlink()
     _fails(["--cub-root", cub, "--places-root", places, "--out", out], 1, seg)
     assert not out.exists()
+    export = tmp_path / "export"
     summary = prepare_json("waterbirds-build", "--cub-root", cub, "--places-root", places, "--out", out,
-                           "--size", S, "--skip-bad")
+                           "--size", S, "--skip-bad", "--export", export)
     assert sum(s["skipped"] for s in summary["splits"].values()) == 1
+    with open(export / "metadata.csv", newline="") as fh:
+        names = [r["img_filename"] for r in csv.DictReader(fh)]
+    assert len(names) == len(info) - 1 and next(iter(info)) not in names

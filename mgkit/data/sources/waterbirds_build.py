@@ -314,14 +314,11 @@ def metadata_sha256(rows: Sequence[tuple]) -> str:
     return hashlib.sha256(metadata_text(rows).encode()).hexdigest()
 
 
-def write_metadata(export: Path, rows: Sequence[tuple]) -> int:
-    """Write export/metadata.csv (atomically) for the rows whose composite image was exported; returns their count.
-
-    Images skipped with --skip-bad were not exported and are left out, so the folder stays consistent.
-    """
-    export = Path(export)
-    kept = [r for r in rows if (export / r[1]).is_file()]
-    with atomic_path(export / "metadata.csv") as tmp:
+def write_metadata(export: Path, rows: Sequence[tuple], written: set[str]) -> int:
+    """Write export/metadata.csv (atomically, after the images) for the rows whose image was written
+    (`written`: the ids stored in the data file; images skipped with --skip-bad are left out)."""
+    kept = [r for r in rows if r[1] in written]
+    with atomic_path(Path(export) / "metadata.csv") as tmp:
         tmp.write_text(metadata_text(kept))
     return len(kept)
 
