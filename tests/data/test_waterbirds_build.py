@@ -172,12 +172,18 @@ def test_fit_background_is_the_centre_crop():
     """A 60x20 background with a bright middle third: its 20x20 centre crop is exactly that third."""
     a = np.zeros((20, 60, 3), np.uint8)
     a[:, 20:40] = 200
-    np.testing.assert_array_equal(np.asarray(wb.fit_background(Image.fromarray(a), (20, 20))), np.full((20, 20, 3), 200))
+    fit = wb.fit_background(Image.fromarray(a), (20, 20))
+    np.testing.assert_array_equal(np.asarray(fit), np.full((20, 20, 3), 200))
     tall = np.zeros((90, 30, 3), np.uint8)
     tall[30:60] = 77
-    np.testing.assert_array_equal(np.asarray(wb.fit_background(Image.fromarray(tall), (30, 30))), np.full((30, 30, 3), 77))
-    # Upscaling: a 10x10 background to 20x40 (W, H) keeps the middle 5 columns.
-    assert wb.fit_background(Image.fromarray(a[:10, 25:35]), (20, 40)).size == (20, 40)
+    fit = wb.fit_background(Image.fromarray(tall), (30, 30))
+    np.testing.assert_array_equal(np.asarray(fit), np.full((30, 30, 3), 77))
+    # Upscaling: a 16x8 background, dark left half, bright right half, to 8x16 (W, H): the crop is the
+    # middle 4 columns, so the result is dark on the left and bright on the right (Lanczos rings a little).
+    half = np.zeros((8, 16, 3), np.uint8)
+    half[:, 8:] = 200
+    up = np.asarray(wb.fit_background(Image.fromarray(half), (8, 16)), dtype=int)
+    assert up.shape == (16, 8, 3) and up[:, :3].max() < 60 and up[:, 5:].min() > 140
 
 
 def test_composite_is_the_rounded_alpha_blend():

@@ -37,8 +37,8 @@ Choices where the recipe is silent or that differ on purpose:
 * the background crop and resize is one Lanczos resample of the centred crop box (the recipe upsizes
   small backgrounds first, then crops and resizes again: up to two resamples);
 * the blend is rounded once, to the nearest integer (the recipe rounds bird and background parts
-  separately and adds them as uint8, which can be off by one or wrap at 255); the composite is not JPEG-compressed before the resize to --size (the recipe saves
-  JPEGs); --export writes JPEG quality 95;
+  separately and adds them as uint8, which can be off by one or wrap at 255); the composite is not
+  JPEG-compressed before the resize to --size (the recipe saves JPEGs); --export writes JPEG quality 95;
 * the bird box is the bounding box of the pixels with m > 0 (every pixel the pasted bird touches), as a
   half-open box in CUB pixels, then scaled to --size with the same formula as every source; an image
   whose mask is empty gets no box (counted as `empty_mask`).
@@ -278,8 +278,9 @@ def plan(cub_root: Path, *, places_root: Path | None = None, segmentations: Path
     rows = [(int(i), p, int(yy), int(s), int(pl), f"{prefix}/{name}")
             for i, p, yy, s, pl, (_, prefix, name) in zip(cub.ids, cub.paths, y, split, place, backgrounds)]
     splits: dict[str, list[Record]] = {name: [] for name in SPLITS.values()}
-    for (img_id, path, yy, s, pl, _), (folder, _, name) in zip(rows, backgrounds):
-        item = BuildItem(image=str(images_dir / path), segmentation=str(seg_root / (os.path.splitext(path)[0] + ".png")),
+    for (_, path, yy, s, pl, _), (folder, _, name) in zip(rows, backgrounds):
+        seg = seg_root / (os.path.splitext(path)[0] + ".png")
+        item = BuildItem(image=str(images_dir / path), segmentation=str(seg),
                          background=str(folder / name), label=pl if task == "place" else yy, group=2 * yy + pl,
                          export=str(Path(export) / path) if export is not None else None)
         splits[SPLITS[s]].append(Record(path, item))
@@ -287,12 +288,13 @@ def plan(cub_root: Path, *, places_root: Path | None = None, segmentations: Path
     counts = {SPLITS[s]: [int(((split == s) & (2 * y + place == g)).sum()) for g in range(4)] for s in SPLITS}
     notes = [f"{name}: " + " / ".join(f"{GROUP_NAMES[g]} {c[g]}" for g in range(4)) for name, c in counts.items()]
     provenance = {
-        "cub_root": str(cub.root), "segmentations": str(seg_root), "places_root": str(places_root) if places_root else None,
+        "cub_root": str(cub.root), "segmentations": str(seg_root),
+        "places_root": str(places_root) if places_root else None,
         "cub_images_sha256": file_sha256(cub.images_txt), "cub_train_test_split_sha256": file_sha256(cub.split_txt),
         "land_folders": [str(f) for f, _ in folders[0]], "water_folders": [str(f) for f, _ in folders[1]],
         "background_pool_sizes": [len(p) for p in pools], "correlation": correlation, "val_frac": val_frac,
         "build_seed": seed, "task": task, "group_counts": counts, "metadata_sha256": metadata_sha256(rows),
-        "recipe": "Sagawa et al. 2020 (kohpangwei/group_DRO generate_waterbirds.py), see mgkit.data.sources.waterbirds_build",
+        "recipe": "Sagawa et al. 2020, kohpangwei/group_DRO dataset_scripts/generate_waterbirds.py",
     }
     source_plan = SourcePlan(source="waterbirds", task="binary", classes=list(CLASSES[task]), splits=splits,
                              load=load, provenance=provenance, group_names=list(GROUP_NAMES),
