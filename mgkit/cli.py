@@ -218,6 +218,8 @@ def prepare_waterbirds(
 ) -> None:
     """Waterbirds (e.g. Waterbirds-100 of GALS): metadata.csv splits, groups, CUB bird boxes.
 
+    No Waterbirds folder? Build one from CUB and Places with [bold]mgkit prepare waterbirds-build[/bold].
+
     Example: [bold]mgkit prepare waterbirds --root ~/data/waterbird_1.0_forest2water2 --cub-root ~/data/CUB_200_2011 --bbox-frac 0.01 --out data/wb100.h5[/bold]
     """
     from mgkit.data.sources import waterbirds
