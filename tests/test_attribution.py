@@ -29,7 +29,7 @@ F64 = torch.float64
 def _model(name: str, dtype: torch.dtype = F64) -> GuidedModel:
     torch.manual_seed(0)
     model = create_model(name, K).to(dtype)
-    if model.family == "xdnn":
+    if model.family.name == "xdnn":
         perturb_(model.net)
     return model.eval()
 
@@ -315,7 +315,7 @@ def test_maps_are_differentiable_in_every_parameter(train_models: dict[str, Guid
                                                     method: str, layer: str) -> None:
     model = train_models[name]
     # guidance trains in train mode; multi-step IntGrad needs eval mode (BatchNorm would mix path points)
-    model.train(not (method == "intgrad" and model.family != "xdnn"))
+    model.train(not (method == "intgrad" and model.family.name != "xdnn"))
     # 64x64 at "final" gives a 2x2 map there: a 1x1 map normalised by its own magnitude would be constant
     x = _x(model, size=64 if layer == "final" else 32, seed=1).float()
     post = PostProcess(normalize=True)

@@ -30,16 +30,17 @@ from mgkit.engine.pareto import ParetoArchive
 from mgkit.engine.step import StepSpec, train_step
 from mgkit.errors import MgkitError, UsageError
 from mgkit.losses import LOSSES
-from mgkit.models import LAYERS, MODEL_NAMES, create_model
+from mgkit.models import LAYERS, MODEL_NAMES, Family, create_model
 from mgkit.progress import Reporter, log
 
 RUN_FILES = ("config.yaml", "provenance.json", "metrics.jsonl", "checkpoints", "pareto")
 
 
-def validate(cfg: RunConfig, family: str, supported: tuple[str, ...]) -> None:
+def validate(cfg: RunConfig, family: Family) -> None:
     """Flag values that cannot work together, each named."""
     if cfg.loss is not None and cfg.loss not in LOSSES:
         raise UsageError(f"--loss must be one of {', '.join(LOSSES)}, got {cfg.loss!r}")
+    supported = family.attributions
     for flag, value in (("--attribution", cfg.attribution), ("--eval-attribution", cfg.eval_attribution)):
         if value not in METHODS:
             raise UsageError(f"{flag} must be one of {', '.join(METHODS)}, got {value!r}")
@@ -60,7 +61,7 @@ def validate(cfg: RunConfig, family: str, supported: tuple[str, ...]) -> None:
         (cfg.stage != "guide" or cfg.loss is not None, "mgkit guide needs --loss"),
         # Riemann IntGrad replicates the batch along the path; in train mode BatchNorm would mix the
         # path points, so guided IntGrad uses X-DNN, where it is exact in one pass (the paper's choice).
-        (cfg.stage != "guide" or cfg.attribution != "intgrad" or family == "xdnn",
+        (cfg.stage != "guide" or cfg.attribution != "intgrad" or family.exact_intgrad,
          "--attribution intgrad for guidance needs an xdnn model (elsewhere use it with --eval-attribution)"),
     ]
     for ok, message in checks:
@@ -140,10 +141,10 @@ def _fit(cfg: RunConfig, env: D.DistEnv, restart: bool) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model, len(classes), pretrained=cfg.pretrained and parent is None,
                          weights=cfg.weights if parent is None else None)
-    cfg = cfg.resolved(model.family)
-    validate(cfg, model.family, model.supported_attributions)
+    cfg = cfg.resolved(model.family.name)
+    validate(cfg, model.family)
     if parent is not None:
-        model.load_state_dict(parent["model"])
+        model.net.load_state_dict(parent["model"])
     device = D.pick_device(cfg.device, env)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -173,7 +174,7 @@ def _fit(cfg: RunConfig, env: D.DistEnv, restart: bool) -> dict[str, Any]:
     if resume:
         ckpt = load_checkpoint(run.last, map_location=device)
         check_compatible(ckpt, run.last, model_name=cfg.model, classes=classes)
-        model.load_state_dict(ckpt["model"])
+        model.net.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         set_rng_state(ckpt["rng"])
         start_epoch = ckpt["epoch"] + 1
@@ -203,7 +204,6 @@ def _fit(cfg: RunConfig, env: D.DistEnv, restart: bool) -> dict[str, Any]:
                     amp=cfg.amp == "bf16", channels_last=cfg.channels_last)
 
     def run_eval(rep: Reporter, epoch: int) -> dict[str, Any]:
-        model.route_forward(None)
         result = evaluate(model, val_loader, device=device, attribution=cfg.eval_attribution,
                           layer=cfg.eval_layer, outside=spec.outside, iou_threshold=cfg.iou_threshold,
                           ig_steps=cfg.ig_steps, group_names=group_names, amp=spec.amp,
@@ -217,14 +217,13 @@ def _fit(cfg: RunConfig, env: D.DistEnv, restart: bool) -> dict[str, Any]:
             run.append_metrics({"epoch": 0, "val": headline(start), "val_detail": _compact(start)}, keep_before=0)
         for epoch in range(start_epoch, cfg.epochs + 1):
             model.train()
-            model.route_forward(ddp)
             train_loader.sampler.sampler.set_epoch(epoch)
             # Target sampling depends only on (seed, epoch, rank): a resumed epoch draws the same classes.
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch * 101 + env.rank)
             sums = {"loss": 0.0, "bce": 0.0, "loc": 0.0}
             n_steps, n_images, t0 = 0, 0, time.monotonic()
             for step, batch in enumerate(rep.track(train_loader, len(train_loader), f"epoch {epoch}/{cfg.epochs}")):
-                out = train_step(model, batch.to(device), spec, optimizer, gen, env)
+                out = train_step(model, batch.to(device), spec, optimizer, gen, env, forward_func=ddp)
                 if not out["finite"]:
                     raise MgkitError(f"non-finite loss at epoch {epoch}, step {step + 1} (bce={out['bce']:.4g}, "
                                      f"loc={out['loc']:.4g}); the last good checkpoint is {run.last}")
