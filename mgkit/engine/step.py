@@ -52,7 +52,7 @@ def target_slots(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return order, valid
 
 
-def _loc_term(model, x, targets, valid, batch: Batch, spec: StepSpec, env: DistEnv, forward_func=None):
+def localization_term(model, x, targets, valid, batch: Batch, spec: StepSpec, env: DistEnv, forward_func=None):
     """Localization loss for targets [B, S] (S classes per image, from one forward pass; `valid`
     [B, S] marks real ones); returns (loss summed over contributing (image, class) pairs, logits)."""
     post = PostProcess(*LOSS_POSTPROCESS[spec.loss])
@@ -99,7 +99,7 @@ def train_step(model, batch: Batch, spec: StepSpec, optimizer: torch.optim.Optim
         else:
             targets, valid = target_slots(labels)
         if spec.loss is not None:
-            loc, logits = _loc_term(model, x, targets, valid, batch, spec, env, forward_func)
+            loc, logits = localization_term(model, x, targets, valid, batch, spec, env, forward_func)
         bce = F.binary_cross_entropy_with_logits(logits.float(), labels)
         # DDP averages gradients over processes; scaling the summed term by the world size keeps
         # it a sum over the global batch, as in a single process.
