@@ -374,6 +374,24 @@ def guide_cmd(
     _fit("guide", config, {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()}, restart, as_json)
 
 
+@app.command("export")
+@handle_errors
+def export_cmd(
+    checkpoint: Path = typer.Argument(..., help="An mgkit checkpoint (best_f1.pt, a Pareto file, last.pt)."),
+    out: Path = typer.Option(..., "--out", help="Where to write the plain state dict (e.g. model.pt)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Write a checkpoint's network as a plain torchvision / bcos state dict.
+
+    Load it with `torchvision.models.resnet18(num_classes=K).load_state_dict(torch.load("model.pt",
+    weights_only=True))` (or the bcos model of the same name with a K-class head).
+    """
+    from mgkit.engine.checkpoint import export_state_dict
+
+    emit(export_state_dict(checkpoint, out), as_json,
+         lambda s: typer.echo(f"wrote {s['out']}: {s['model']} with {len(s['classes'])} classes ({s['tensors']} tensors)"))
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
