@@ -303,7 +303,7 @@ def _fit(stage: str, config: Optional[Path], values: dict[str, Any], restart: bo
 
     def render(s: dict[str, Any]) -> None:
         final = s.get("final") or {}
-        nums = " ".join(f"{k}={v:.4f}" for k, v in final.items())
+        nums = " ".join(f"{k}={v:.4f}" for k, v in final.items() if v is not None)
         typer.echo(f"{s['stage']} finished: {s['run']} (best val F1 {s['best_f1']:.4f}; last epoch {nums})")
 
     emit(summary, as_json, render)
