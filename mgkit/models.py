@@ -224,13 +224,20 @@ def _same_state(net: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:
 def _bcos_state(net: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:
     return _from_reference_bcos(net, state)  # defined with the weight readers below
 
+_COMMON = dict(stage_modules=_RESNET_STAGES, guide_epochs=50)
 FAMILIES: dict[str, Family] = {
-    "vanilla": Family("vanilla", _imagenet_normalise, 3, _linear_head, ("ixg", "gradcam", "intgrad"), "ixg",
-                      False, _no_explanation_mode, _RESNET_STAGES, _same_state, 1e-5, 16, 100, 50),
-    "xdnn": Family("xdnn", _imagenet_normalise, 3, _linear_head, ("ixg", "gradcam", "intgrad"), "intgrad",
-                   True, _no_explanation_mode, _RESNET_STAGES, _same_state, 1e-5, 16, 100, 50),
-    "bcos": Family("bcos", _bcos_channels, 6, _bcos_head_on, ("bcos", "ixg", "gradcam", "intgrad"), "bcos",
-                   False, _bcos_explanation_mode, _RESNET_STAGES, _bcos_state, 1e-4, 64, 300, 50),
+    "vanilla": Family(name="vanilla", prepare=_imagenet_normalise, input_channels=3, put_head=_linear_head,
+                      attributions=("ixg", "gradcam", "intgrad"), default_attribution="ixg", exact_intgrad=False,
+                      explanation_mode=_no_explanation_mode, remap_state=_same_state,
+                      lr=1e-5, batch_size=16, train_epochs=100, **_COMMON),
+    "xdnn": Family(name="xdnn", prepare=_imagenet_normalise, input_channels=3, put_head=_linear_head,
+                   attributions=("ixg", "gradcam", "intgrad"), default_attribution="intgrad", exact_intgrad=True,
+                   explanation_mode=_no_explanation_mode, remap_state=_same_state,
+                   lr=1e-5, batch_size=16, train_epochs=100, **_COMMON),
+    "bcos": Family(name="bcos", prepare=_bcos_channels, input_channels=6, put_head=_bcos_head_on,
+                   attributions=("bcos", "ixg", "gradcam", "intgrad"), default_attribution="bcos",
+                   exact_intgrad=False, explanation_mode=_bcos_explanation_mode, remap_state=_bcos_state,
+                   lr=1e-4, batch_size=64, train_epochs=300, **_COMMON),
 }
 
 FAMILY_ATTRIBUTIONS: dict[str, tuple[str, ...]] = {name: f.attributions for name, f in FAMILIES.items()}

@@ -352,3 +352,22 @@ def test_several_classes_per_image_equal_separate_calls(models, name, method, la
                                     ig_steps=4)
         torch.testing.assert_close(maps[:, j], one)
         torch.testing.assert_close(logits, one_logits)
+
+
+def test_forward_func_runs_while_the_model_owns_the_layers(models: dict[str, GuidedModel]) -> None:
+    """captum style: the callable (e.g. a DDP wrapper around model.net) is what runs; hooks and the
+    explanation mode stay with the model, so the maps equal those of calling the model itself."""
+    model = models["bcos-resnet18"]
+    x = _x(model)
+    calls = []
+
+    def forward(inp: Tensor) -> Tensor:
+        calls.append(inp.shape[0])
+        return model.net(inp)
+
+    for layer in ("input", "mid2"):
+        direct, logits = attribute(model, x, TARGETS, method="bcos", layer=layer, create_graph=False)
+        wrapped, logits2 = attribute(model, x, TARGETS, method="bcos", layer=layer, create_graph=False,
+                                     forward_func=forward)
+        assert torch.equal(direct, wrapped) and torch.equal(logits, logits2)
+    assert calls == [2, 2]

@@ -28,7 +28,7 @@ from mgkit.engine.checkpoint import (check_compatible, data_fingerprint, load_ch
                                      save_checkpoint, set_rng_state)
 from mgkit.engine.evaluate import evaluate, headline, result_sections
 from mgkit.engine.pareto import ParetoArchive
-from mgkit.engine.rundir import RUN_FILES, Run  # noqa: F401  (RUN_FILES re-exported for callers)
+from mgkit.engine.rundir import Run
 from mgkit.engine.step import StepSpec, train_step
 from mgkit.errors import MgkitError, UsageError
 from mgkit.losses import LOSSES
