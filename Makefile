@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 MGKIT := $(BIN)/mgkit
 STAMP := $(VENV)/.installed
 
-.PHONY: install test bench paper-tables clean-results
+.PHONY: help install test bench paper-tables
 .DEFAULT_GOAL := help
 
 help:

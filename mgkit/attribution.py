@@ -5,7 +5,7 @@ per image, and returns the maps together with the logits of that same forward pa
 computes its classification loss without a second forward. With `create_graph=True` the maps are
 differentiable with respect to every parameter (double backprop), as guidance needs.
 
-Post-processing follows the reference exactly (paper digest §3.2): channel sum -> optional clamp >= 0
+Post-processing follows the reference exactly (paper spec §3.2): channel sum -> optional clamp >= 0
 -> optional division by the per-image max |A| -> bilinear upsampling. Normalising BEFORE upsampling
 matches the reference, which normalises the coarse layer map; bilinear interpolation is a convex
 combination, so the upsampled map stays within [-1, 1], though its peak may drop below 1.
@@ -14,6 +14,7 @@ combination, so the upsampled map stays within [-1, 1], though its peak may drop
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -72,8 +73,12 @@ def _along_path(t: Tensor, alphas: Tensor) -> Tensor:
     return (alphas.view(-1, *([1] * t.dim())) * t.unsqueeze(0)).flatten(0, 1)
 
 
-def _forward_tapped(model: GuidedModel, x: Tensor, layer: str, alphas: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-    """One forward pass. Returns (activation of `layer`, tensor to differentiate at, logits).
+ForwardFunc = Callable[[Tensor], Tensor]
+
+
+def _forward_tapped(model: GuidedModel, forward: ForwardFunc, x: Tensor, layer: str,
+                    alphas: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """One forward pass through `forward`. Returns (activation of `layer`, tensor to differentiate at, logits).
 
     With `alphas`, the activation is replaced by its scaled copies (the batch grows len(alphas)-fold
     from that layer on), so an integration path costs one pass and the layers before it run once.
@@ -83,7 +88,7 @@ def _forward_tapped(model: GuidedModel, x: Tensor, layer: str, alphas: Tensor | 
         if not x.requires_grad:
             x = x.detach().requires_grad_(True)  # a leaf of our own; the caller's tensor is untouched
         tap = x if alphas is None else _along_path(x, alphas)
-        return x, tap, model(tap)
+        return x, tap, forward(tap)
 
     taps: dict[str, Tensor] = {}
 
@@ -96,7 +101,7 @@ def _forward_tapped(model: GuidedModel, x: Tensor, layer: str, alphas: Tensor | 
 
     handle = module.register_forward_hook(hook)
     try:
-        logits = model(x)
+        logits = forward(x)
     finally:
         handle.remove()
     return taps["act"], taps["tap"], logits
@@ -113,8 +118,14 @@ def attribute(
     post: PostProcess = PostProcess(),
     out_size: tuple[int, int] | None = None,
     ig_steps: int = 16,
+    forward_func: ForwardFunc | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Attribution maps of `targets` at `layer`.
+
+    `model` owns the layers (hooks, family, explanation mode); `forward_func` is what is called on the
+    prepared input, default `model` itself. As in captum, the two are separate so that training can pass
+    a DistributedDataParallel wrapper around `model.net` (gradients synchronise) while the hooks stay
+    on the modules of `model`.
 
     x: prepared network input [B,C,H,W] (`model.prepare_input(images)`); targets: long [B], one class
     per row. Returns (maps [B,H_out,W_out], logits [B,K]); the logits come from the same forward pass.
@@ -137,7 +148,7 @@ def attribute(
     _check(model, x, targets, method, layer)
     batch = x.shape[0]
     alphas = None
-    if method == "intgrad" and model.family != "xdnn":
+    if method == "intgrad" and not model.family.exact_intgrad:
         if model.training:
             raise UsageError(
                 f"multi-step intgrad on {model.name} needs model.eval() (BatchNorm would mix path points); "
@@ -152,7 +163,7 @@ def attribute(
     slots = targets.long()[:, None] if targets.dim() == 1 else targets.long()
     size = out_size if out_size is not None else tuple(x.shape[-2:])
     with torch.enable_grad():  # evaluation code may call this under no_grad
-        act, tap, all_logits = _forward_tapped(model, x, layer, alphas)
+        act, tap, all_logits = _forward_tapped(model, forward_func or model, x, layer, alphas)
         logits = all_logits if alphas is None else all_logits[:batch]
         maps = []
         # Several classes per image share the forward pass: one gradient call per class slot.

@@ -359,7 +359,7 @@ def _fit(stage: str, config: Optional[Path], values: dict[str, Any], restart: bo
 
     def render(s: dict[str, Any]) -> None:
         final = s.get("final") or {}
-        nums = " ".join(f"{k}={v:.4f}" for k, v in final.items())
+        nums = " ".join(f"{k}={v:.4f}" for k, v in final.items() if v is not None)
         typer.echo(f"{s['stage']} finished: {s['run']} (best val F1 {s['best_f1']:.4f}; last epoch {nums})")
 
     emit(summary, as_json, render)
@@ -428,6 +428,24 @@ def guide_cmd(
                   workers=workers, eval_every=eval_every, min_f1=min_f1, eval_attribution=eval_attribution,
                   eval_layer=eval_layer, iou_threshold=iou_threshold, quiet=quiet or None)
     _fit("guide", config, {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()}, restart, as_json)
+
+
+@app.command("export")
+@handle_errors
+def export_cmd(
+    checkpoint: Path = typer.Argument(..., help="An mgkit checkpoint (best_f1.pt, a Pareto file, last.pt)."),
+    out: Path = typer.Option(..., "--out", help="Where to write the plain state dict (e.g. model.pt)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Write a checkpoint's network as a plain torchvision / bcos state dict.
+
+    Load it with `torchvision.models.resnet18(num_classes=K).load_state_dict(torch.load("model.pt",
+    weights_only=True))` (or the bcos model of the same name with a K-class head).
+    """
+    from mgkit.engine.checkpoint import export_state_dict
+
+    emit(export_state_dict(checkpoint, out), as_json,
+         lambda s: typer.echo(f"wrote {s['out']}: {s['model']} with {len(s['classes'])} classes ({s['tensors']} tensors)"))
 
 
 def main() -> None:

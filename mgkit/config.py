@@ -62,6 +62,7 @@ class RunConfig:
     eval_layer: str | None = None  # None: the training layer
     iou_threshold: float = 0.5
     quiet: bool = False
+    allow_unannotated: bool = False  # guide: run even when no training image is annotated
 
     def resolved(self, family: str) -> "RunConfig":
         """Fill family defaults for the fields left at 0 / None."""

@@ -3,6 +3,15 @@
 Localization metrics are computed per (image, class) pair, vectorised over a batch of pairs, and
 accumulated by ``LocalizationAccumulator`` so that evaluation can stream over a data set.
 Undefined averages (nothing to average) are reported as ``None``.
+
+Why not torchmetrics (MultilabelF1Score, MultilabelAveragePrecision): it is not among the allowed
+dependencies, and its definitions differ at the edges the spec fixes: its AP of a class without
+positives is NaN with a warning (torchmetrics issue #2494), which then enters its macro average, where
+the spec leaves such classes out of mAP (None when no class has a positive); its "micro" AP pools all
+classes into one ranking rather than averaging per-class APs. The few lines here are checked against brute-force
+loops and sklearn-style hand examples in tests/test_metrics.py. Validation still runs on rank 0 only:
+AP needs every score of a class, so sharding it would mean gathering all logits anyway, and the
+localization sums (the costly part) would need per-pair lists for the threshold choice.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """Model registry: every network mgkit trains is built by `create_model(name, num_classes, ...)`.
 
-Each registered name knows its family (vanilla / bcos / xdnn), how to build the ImageNet-shaped network,
-where its ImageNet weights live, and how to put a K-class head on it. `GuidedModel` wraps the network
-with the input transform of its family, the guidance layers (`LAYERS`) and the attributions it supports,
-so nothing outside this file special-cases a model family.
+Each registered name knows its family (vanilla / bcos / xdnn), how to build the ImageNet-shaped network
+and where its ImageNet weights live. Everything that depends on the family is data in ONE `Family` record
+(timm keeps such facts in a PretrainedCfg per model): input transform, K-class head, supported and
+default attributions, whether IntGrad is exact, explanation mode, guidance layers and training defaults.
+`family_of(name)` gives the record without building a network. `GuidedModel` wraps the network with its
+record, so nothing outside this file branches on a family name.
 
 Weights are never downloaded: ImageNet weights are read from the torch hub cache
 (`torch.hub.get_dir()/checkpoints/<file>`), anything else from a file passed as `weights=`.
@@ -29,28 +31,25 @@ from mgkit.errors import FormatError, MgkitError, UsageError
 __all__ = [
     "LAYERS",
     "MODEL_NAMES",
+    "FAMILIES",
     "FAMILY_ATTRIBUTIONS",
+    "Family",
     "GuidedModel",
     "create_model",
+    "family_of",
     "load_weights",
     "read_state_dict",
 ]
 
 LAYERS = ("input", "mid1", "mid2", "mid3", "final")
-"""Guidance layers: the input, then the outputs of ResNet stages layer1..layer4 (paper digest §3.2)."""
-
-FAMILY_ATTRIBUTIONS: dict[str, tuple[str, ...]] = {
-    "vanilla": ("ixg", "gradcam", "intgrad"),
-    "xdnn": ("ixg", "gradcam", "intgrad"),
-    "bcos": ("bcos", "ixg", "gradcam", "intgrad"),
-}
+"""Guidance layers: the input, then the outputs of ResNet stages layer1..layer4 (paper spec §3.2)."""
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGENET_CLASSES = 1000
 
 # The reference's B-cos backbone is the B-cos v2 ImageNet config "bcos_final": b=2, max_out=1,
-# NoBias(BatchNormUncentered2d), logit bias log(0.001/0.999) = -log(999) (paper digest §4).
+# NoBias(BatchNormUncentered2d), logit bias log(0.001/0.999) = -log(999) (paper spec §4).
 BCOS_B = 2
 BCOS_MAX_OUT = 1
 
@@ -145,6 +144,106 @@ def _bcos_explanation_mode(net: nn.Module) -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------------------------------
+# Families: everything that differs between vanilla, B-cos and X-DNN networks, as data
+# --------------------------------------------------------------------------------------------------
+def _imagenet_normalise(images: Tensor) -> Tensor:
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    return (images - mean) / std
+
+
+def _bcos_channels(images: Tensor) -> Tensor:
+    # [r,g,b,1-r,1-g,1-b], no mean/std: B-cos alignment needs the inverse channels to encode colour
+    # without a bias
+    return torch.cat([images, 1.0 - images], dim=1)
+
+
+def _linear_head(net: nn.Module, num_classes: int) -> None:
+    # vanilla and X-DNN both get a biased Linear; a last-layer bias does not change input gradients
+    net.fc = nn.Linear(net.fc.in_features, num_classes)
+
+
+def _bcos_head_on(net: nn.Module, num_classes: int) -> None:
+    net.fc = _bcos_head(net.fc.in_channels, num_classes)
+    net.num_classes = num_classes
+
+
+def _no_explanation_mode(net: nn.Module) -> ContextManager[None]:
+    return contextlib.nullcontext()
+
+
+@dataclass(frozen=True)
+class Family:
+    """The facts of one model family (vanilla / bcos / xdnn); one record each in `FAMILIES`.
+
+    Training defaults and where they come from (paper spec §6):
+    - B-cos: lr 1e-4, batch 64, 300 baseline epochs, 50 guided epochs: the reference README's VOC example.
+    - vanilla and X-DNN: lr 1e-5, batch 16, 100 epochs: the reference's argparse defaults (the paper's
+      supplement with per-backbone settings could not be read); guided fine-tuning 50 epochs as for B-cos.
+    """
+
+    name: str
+    prepare: Callable[[Tensor], Tensor]  # images float [B,3,H,W] in [0,1] -> network input
+    input_channels: int  # channels of the network input
+    put_head: Callable[[nn.Module, int], None]  # replace the ImageNet head by a fresh K-class one (§4)
+    attributions: tuple[str, ...]  # attributions this family supports
+    default_attribution: str
+    exact_intgrad: bool  # IntGrad is exact in one pass (positively homogeneous network: X-DNN)
+    explanation_mode: Callable[[nn.Module], ContextManager[None]]  # dynamic weights constant inside
+    stage_modules: tuple[str, ...]  # attribute of the network behind mid1..final (LAYERS[1:])
+    remap_state: Callable[[nn.Module, dict[str, Tensor]], dict[str, Tensor]]  # foreign file layouts -> ours
+    lr: float
+    batch_size: int
+    train_epochs: int
+    guide_epochs: int
+
+    def training_defaults(self) -> dict[str, Any]:
+        """The defaults `RunConfig.resolved` fills in (the shape of config.FAMILY_DEFAULTS entries)."""
+        return {"lr": self.lr, "batch_size": self.batch_size, "train_epochs": self.train_epochs,
+                "guide_epochs": self.guide_epochs, "attribution": self.default_attribution}
+
+    def layer_module(self, net: nn.Module, layer: str) -> nn.Module | None:
+        """The module of `net` whose output is guidance layer `layer` (None for "input")."""
+        if layer not in LAYERS:
+            raise UsageError(f"unknown layer {layer!r}; choose one of {', '.join(LAYERS)}.")
+        if layer == "input":
+            return None
+        return getattr(net, self.stage_modules[LAYERS.index(layer) - 1])
+
+    def __str__(self) -> str:
+        return self.name
+
+
+_RESNET_STAGES = ("layer1", "layer2", "layer3", "layer4")
+
+
+def _same_state(net: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:
+    return state
+
+
+def _bcos_state(net: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:
+    return _from_reference_bcos(net, state)  # defined with the weight readers below
+
+_COMMON = dict(stage_modules=_RESNET_STAGES, guide_epochs=50)
+FAMILIES: dict[str, Family] = {
+    "vanilla": Family(name="vanilla", prepare=_imagenet_normalise, input_channels=3, put_head=_linear_head,
+                      attributions=("ixg", "gradcam", "intgrad"), default_attribution="ixg", exact_intgrad=False,
+                      explanation_mode=_no_explanation_mode, remap_state=_same_state,
+                      lr=1e-5, batch_size=16, train_epochs=100, **_COMMON),
+    "xdnn": Family(name="xdnn", prepare=_imagenet_normalise, input_channels=3, put_head=_linear_head,
+                   attributions=("ixg", "gradcam", "intgrad"), default_attribution="intgrad", exact_intgrad=True,
+                   explanation_mode=_no_explanation_mode, remap_state=_same_state,
+                   lr=1e-5, batch_size=16, train_epochs=100, **_COMMON),
+    "bcos": Family(name="bcos", prepare=_bcos_channels, input_channels=6, put_head=_bcos_head_on,
+                   attributions=("bcos", "ixg", "gradcam", "intgrad"), default_attribution="bcos",
+                   exact_intgrad=False, explanation_mode=_bcos_explanation_mode, remap_state=_bcos_state,
+                   lr=1e-4, batch_size=64, train_epochs=300, **_COMMON),
+}
+
+FAMILY_ATTRIBUTIONS: dict[str, tuple[str, ...]] = {name: f.attributions for name, f in FAMILIES.items()}
+
+
+# --------------------------------------------------------------------------------------------------
 # Registry
 # --------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -232,85 +331,58 @@ MODEL_NAMES: tuple[str, ...] = tuple(_REGISTRY)
 """resnet18, resnet50, bcos-resnet18, bcos-resnet50, xdnn-resnet18 (a small test model), xdnn-resnet50."""
 
 
-def _replace_head(family: str, net: nn.Module, num_classes: int) -> None:
-    """Put a freshly initialised K-class head on `net`, as the reference does (paper digest §4)."""
-    if family == "bcos":
-        net.fc = _bcos_head(net.fc.in_channels, num_classes)
-        net.num_classes = num_classes
-    else:
-        # vanilla and X-DNN both get a biased Linear; a last-layer bias does not change input gradients
-        net.fc = nn.Linear(net.fc.in_features, num_classes)
+def family_of(model_name: str) -> Family:
+    """The family record of a registered model name (builds no network)."""
+    spec = _REGISTRY.get(model_name)
+    if spec is None:
+        raise UsageError(f"unknown model {model_name!r}; choose one of {', '.join(sorted(_REGISTRY))}.")
+    return FAMILIES[spec.family]
 
 
 # --------------------------------------------------------------------------------------------------
 # The wrapper every other module uses
 # --------------------------------------------------------------------------------------------------
 class GuidedModel(nn.Module):
-    """A classifier plus what guidance needs: its input transform, guidance layers and attributions.
+    """A classifier plus what guidance needs: its family record (input transform, guidance layers,
+    attributions, explanation mode).
 
-    Its state dict is the network's, under the prefix ``net.``.
+    Its state dict is the network's, under the prefix ``net.`` (`model.net.state_dict()` is the plain
+    torchvision / bcos one).
     """
 
-    def __init__(self, name: str, family: str, net: nn.Module, num_classes: int):
+    def __init__(self, name: str, family: Family, net: nn.Module, num_classes: int):
         super().__init__()
         self.name = name
         self.family = family
         self.num_classes = num_classes
         self.net = net
-        self.supported_attributions: tuple[str, ...] = FAMILY_ATTRIBUTIONS[family]
-        # not persistent: a checkpoint holds only the network's weights
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     @property
-    def input_channels(self) -> int:
-        """Channels of the prepared network input (6 for B-cos, else 3)."""
-        return 6 if self.family == "bcos" else 3
+    def supported_attributions(self) -> tuple[str, ...]:
+        return self.family.attributions
 
     def prepare_input(self, images: Tensor) -> Tensor:
-        """Images float [B,3,H,W] in [0,1] -> network input.
-
-        B-cos networks see [r,g,b,1-r,1-g,1-b] (no mean/std: B-cos alignment needs the inverse channels
-        to encode colour without a bias); the others see ImageNet mean/std normalised RGB.
-        """
+        """Images float [B,3,H,W] in [0,1] -> network input (the family's transform: ImageNet mean/std
+        normalised RGB, or for B-cos [r,g,b,1-r,1-g,1-b])."""
         if images.dim() != 4 or images.shape[1] != 3:
             raise UsageError(f"expected images of shape [B, 3, H, W], got {list(images.shape)}.")
-        if self.family == "bcos":
-            return torch.cat([images, 1.0 - images], dim=1)
-        mean = self.mean.to(device=images.device, dtype=images.dtype)
-        std = self.std.to(device=images.device, dtype=images.dtype)
-        return (images - mean) / std
+        return self.family.prepare(images)
 
     def forward(self, x: Tensor) -> Tensor:
         """Prepared input -> logits [B, K]."""
-        return self.__dict__.get("_route", self.net)(x)
-
-    def route_forward(self, wrapper: nn.Module | None) -> None:
-        """Run forward passes through `wrapper` (DistributedDataParallel around `net`), so gradient
-        synchronisation happens while layer hooks, attributions and the state dict stay on `net`;
-        None restores direct calls (evaluation on one process must not enter collective operations)."""
-        if wrapper is None:
-            self.__dict__.pop("_route", None)
-        else:
-            object.__setattr__(self, "_route", wrapper)  # not a submodule: state_dict keys stay unchanged
+        return self.net(x)
 
     def layer_module(self, layer: str) -> nn.Module | None:
         """The module whose output is guidance layer `layer` (None for "input")."""
-        if layer not in LAYERS:
-            raise UsageError(f"unknown layer {layer!r}; choose one of {', '.join(LAYERS)}.")
-        if layer == "input":
-            return None
-        return getattr(self.net, f"layer{LAYERS.index(layer)}")
+        return self.family.layer_module(self.net, layer)
 
     def explanation_mode(self) -> ContextManager[None]:
-        """B-cos explanation mode for B-cos models (dynamic weights act as constants in a backward pass
-        run inside it); a no-op otherwise."""
-        if self.family == "bcos":
-            return _bcos_explanation_mode(self.net)
-        return contextlib.nullcontext()
+        """The family's explanation mode (B-cos: dynamic weights act as constants in a backward pass run
+        inside it); a no-op for the other families."""
+        return self.family.explanation_mode(self.net)
 
     def extra_repr(self) -> str:
-        return f"name={self.name!r}, family={self.family!r}, num_classes={self.num_classes}"
+        return f"name={self.name!r}, family={self.family.name!r}, num_classes={self.num_classes}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -416,9 +488,7 @@ def _load_into(net: nn.Module, state: dict[str, Tensor], path: Path, model_name:
 def load_weights(model: GuidedModel, path: str | Path) -> None:
     """Load a checkpoint of this exact model (its K-class head included) into `model`, e.g. to resume."""
     path = Path(path)
-    state = read_state_dict(path)
-    if model.family == "bcos":
-        state = _from_reference_bcos(model.net, state)
+    state = model.family.remap_state(model.net, read_state_dict(path))
     _load_into(model.net, state, path, model.name)
 
 
@@ -452,9 +522,10 @@ def create_model(name: str, num_classes: int, *, pretrained: bool = False,
         source = _pretrained_path(spec)
         state = read_state_dict(source)
 
+    family = FAMILIES[spec.family]
     net = spec.build()
-    if state is not None and spec.family == "bcos":
-        state = _from_reference_bcos(net, state)
+    if state is not None:
+        state = family.remap_state(net, state)
     rows = None if state is None else _head_rows(state, spec)
     # an ImageNet file goes in before the head is replaced; a K-class file (also when K = 1000) after
     imagenet_file = state is not None and (
@@ -463,7 +534,7 @@ def create_model(name: str, num_classes: int, *, pretrained: bool = False,
         _load_into(net, state, source, name)
     elif state is not None and rows is not None and rows != num_classes:
         raise FormatError(f"{source} has a {rows}-class head, but the model was asked for {num_classes} classes.")
-    _replace_head(spec.family, net, num_classes)
+    family.put_head(net, num_classes)
     if state is not None and not imagenet_file:
         _load_into(net, state, source, name)
-    return GuidedModel(name, spec.family, net, num_classes)
+    return GuidedModel(name, family, net, num_classes)

@@ -22,9 +22,9 @@ def log(message: str, *, quiet: bool = False) -> None:
 class Reporter:
     """Counts work in named tasks. On a terminal a live rich bar; elsewhere one line every `every` seconds."""
 
-    def __init__(self, *, quiet: bool = False, every: float = 10.0, force_plain: bool = False):
+    def __init__(self, *, quiet: bool = False, every: float = 10.0):
         self.quiet = quiet
-        self.tty = sys.stderr.isatty() and not force_plain
+        self.tty = sys.stderr.isatty()
         self.every = every
         self._progress: Progress | None = None
 
@@ -50,7 +50,6 @@ class Reporter:
             return
         if self._progress is not None:
             task = self._progress.add_task(description, total=total, info="")
-            self._task = task
             for item in items:
                 yield item
                 self._progress.update(task, advance=1, info=self._info)

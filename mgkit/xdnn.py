@@ -3,7 +3,7 @@
 Every operation in the body (bias-free convolutions, ReLU, max/average pooling, residual sums) is
 positively homogeneous, so f(a*x) = a*f(x) for a > 0. For such a function the gradient is constant along
 the ray {a*x}, which makes Integrated Gradients with a zero baseline equal to input x gradient exactly:
-one backward pass instead of many (paper digest section 13).
+one backward pass instead of many (paper spec §13).
 
 Module names follow torchvision (``conv1``, ``layer1.0.conv1``, ``layer1.0.downsample`` as a bare conv,
 ``fc``) so the authors' ImageNet checkpoint ``xfixup_resnet50_model_best.pth.tar`` loads by name.

@@ -29,7 +29,7 @@ F64 = torch.float64
 def _model(name: str, dtype: torch.dtype = F64) -> GuidedModel:
     torch.manual_seed(0)
     model = create_model(name, K).to(dtype)
-    if model.family == "xdnn":
+    if model.family.name == "xdnn":
         perturb_(model.net)
     return model.eval()
 
@@ -315,7 +315,7 @@ def test_maps_are_differentiable_in_every_parameter(train_models: dict[str, Guid
                                                     method: str, layer: str) -> None:
     model = train_models[name]
     # guidance trains in train mode; multi-step IntGrad needs eval mode (BatchNorm would mix path points)
-    model.train(not (method == "intgrad" and model.family != "xdnn"))
+    model.train(not (method == "intgrad" and model.family.name != "xdnn"))
     # 64x64 at "final" gives a 2x2 map there: a 1x1 map normalised by its own magnitude would be constant
     x = _x(model, size=64 if layer == "final" else 32, seed=1).float()
     post = PostProcess(normalize=True)
@@ -352,3 +352,22 @@ def test_several_classes_per_image_equal_separate_calls(models, name, method, la
                                     ig_steps=4)
         torch.testing.assert_close(maps[:, j], one)
         torch.testing.assert_close(logits, one_logits)
+
+
+def test_forward_func_runs_while_the_model_owns_the_layers(models: dict[str, GuidedModel]) -> None:
+    """captum style: the callable (e.g. a DDP wrapper around model.net) is what runs; hooks and the
+    explanation mode stay with the model, so the maps equal those of calling the model itself."""
+    model = models["bcos-resnet18"]
+    x = _x(model)
+    calls = []
+
+    def forward(inp: Tensor) -> Tensor:
+        calls.append(inp.shape[0])
+        return model.net(inp)
+
+    for layer in ("input", "mid2"):
+        direct, logits = attribute(model, x, TARGETS, method="bcos", layer=layer, create_graph=False)
+        wrapped, logits2 = attribute(model, x, TARGETS, method="bcos", layer=layer, create_graph=False,
+                                     forward_func=forward)
+        assert torch.equal(direct, wrapped) and torch.equal(logits, logits2)
+    assert calls == [2, 2]

@@ -15,7 +15,7 @@ from torch import nn
 from mgkit import xdnn
 from mgkit.errors import FormatError, MgkitError, UsageError
 from helpers import perturb_
-from mgkit.models import LAYERS, MODEL_NAMES, GuidedModel, create_model, load_weights
+from mgkit.models import FAMILIES, LAYERS, MODEL_NAMES, GuidedModel, create_model, family_of, load_weights
 
 K = 3
 
@@ -49,9 +49,10 @@ def test_every_name_builds_with_k_class_head(name: str) -> None:
     torch.manual_seed(0)
     model = create_model(name, K).eval()
     family = {"resnet": "vanilla", "bcos": "bcos", "xdnn": "xdnn"}[name.split("-")[0].rstrip("0123456789")]
-    assert model.name == name and model.family == family and model.num_classes == K
+    assert model.name == name and model.family.name == family and model.num_classes == K
+    assert family_of(name) is model.family  # the record, without building a network
     x = model.prepare_input(_images())
-    assert x.shape == (2, 6 if family == "bcos" else 3, 32, 32)
+    assert x.shape == (2, 6 if family == "bcos" else 3, 32, 32) and x.shape[1] == model.family.input_channels
     with torch.no_grad():
         assert model(x).shape == (2, K)
     assert ("bcos" in model.supported_attributions) == (family == "bcos")
@@ -323,3 +324,18 @@ def test_weights_errors(tmp_path: Path) -> None:
         create_model("resnet18", 5, weights=tmp_path / "vanilla.pt")
     with pytest.raises(FormatError, match="does not fit resnet50"):
         create_model("resnet50", K, weights=tmp_path / "vanilla.pt")
+
+
+# ---------------------------------------------------------------------------------------------- families
+def test_family_records_hold_the_training_defaults_and_attributions() -> None:
+    """The paper-spec §6 defaults (formerly config.FAMILY_DEFAULTS) and §3 attributions, per family."""
+    assert FAMILIES["bcos"].training_defaults() == {"lr": 1e-4, "batch_size": 64, "train_epochs": 300,
+                                                    "guide_epochs": 50, "attribution": "bcos"}
+    for name, attribution in (("vanilla", "ixg"), ("xdnn", "intgrad")):
+        assert FAMILIES[name].training_defaults() == {"lr": 1e-5, "batch_size": 16, "train_epochs": 100,
+                                                      "guide_epochs": 50, "attribution": attribution}
+    assert [n for n, f in FAMILIES.items() if f.exact_intgrad] == ["xdnn"]
+    assert [n for n, f in FAMILIES.items() if "bcos" in f.attributions] == ["bcos"]
+    assert all(f.default_attribution in f.attributions for f in FAMILIES.values())
+    with pytest.raises(UsageError, match="unknown model"):
+        family_of("vgg11")

@@ -1,11 +1,13 @@
 """Batches from a prepared HDF5 file for torch: one h5py read per batch, boxes padded for vectorised masks.
 
 Each DataLoader worker opens its own h5py handle (h5py handles must not cross a fork). Images stay
-uint8 until they reach the device (`to_device`), which keeps host memory and transfer small.
+uint8 until they reach the device (`Batch.to`, then `images_to_float` there), which keeps host memory
+and transfer small.
 """
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -121,6 +123,18 @@ class H5Split(Dataset):
         )
 
 
+def ignore_stop_signals(_worker_id: int) -> None:
+    """DataLoader worker_init_fn: workers ignore SIGTERM and SIGINT.
+
+    When a whole process group is stopped (make interrupted, Ctrl-C) the signal reaches the workers too;
+    a worker dying of it makes the main process fail with a long "DataLoader worker is killed" traceback
+    instead of unwinding cleanly. The main process ends them when it exits (and they exit on their own
+    when it is gone).
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def make_loader(dataset: H5Split, batch_size: int, *, shuffle: bool, seed: int, workers: int,
                 rank: int = 0, world: int = 1, drop_last: bool = False, pin: bool = False) -> DataLoader:
     """A DataLoader yielding `Batch` objects; `loader.sampler.sampler.set_epoch(e)` reshuffles.
@@ -132,4 +146,4 @@ def make_loader(dataset: H5Split, batch_size: int, *, shuffle: bool, seed: int, 
                                  drop_last=False)
     batches = BatchSampler(sampler, batch_size, drop_last=drop_last)
     return DataLoader(dataset, sampler=batches, batch_size=None, num_workers=workers, pin_memory=pin,
-                      persistent_workers=workers > 0)
+                      persistent_workers=workers > 0, worker_init_fn=ignore_stop_signals if workers > 0 else None)

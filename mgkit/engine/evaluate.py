@@ -15,10 +15,11 @@ from mgkit.progress import Reporter
 
 
 def evaluate(model, loader, *, device: torch.device, attribution: str, layer: str, outside: bool = False,
-             iou_threshold: float = 0.5, ig_steps: int = 16, localization: bool = True,
-             group_names: list[str] | None = None, amp: bool = False, channels_last: bool = False,
-             reporter: Reporter | None = None, description: str = "eval") -> dict[str, Any]:
-    """Every metric of a split in one pass over it.
+             iou_threshold: float = 0.5, ig_steps: int = 16, group_names: list[str] | None = None,
+             amp: bool = False, channels_last: bool = False, reporter: Reporter | None = None,
+             description: str = "eval") -> dict[str, Any]:
+    """Every metric of a split in one pass over it (on one process: validation under torchrun runs on
+    rank 0 only; AP needs every score of a class, so sharding it would mean gathering all logits).
 
     Localization covers every (image, ground-truth class) pair of the images that have boxes (the
     reference evaluates every pair; images without any box, e.g. Waterbirds without CUB boxes, have
@@ -39,8 +40,6 @@ def evaluate(model, loader, *, device: torch.device, attribution: str, layer: st
         all_labels.append(b.labels.cpu())
         if b.groups is not None:
             all_groups.append(b.groups.cpu())
-        if not localization:
-            continue
         has_boxes = (b.boxes[:, :, 0] >= 0).any(1)
         img, cls = torch.nonzero((b.labels > 0) & has_boxes[:, None], as_tuple=True)
         if img.numel() == 0:
@@ -61,19 +60,50 @@ def evaluate(model, loader, *, device: torch.device, attribution: str, layer: st
                    group=None if b.groups is None else b.groups[img])
     logits = torch.cat(all_logits)
     labels = torch.cat(all_labels)
-    out: dict[str, Any] = {"images": int(labels.shape[0]), "classification": classification_metrics(logits, labels)}
-    if localization:
-        out["localization"] = acc.result()
+    out: dict[str, Any] = {"images": int(labels.shape[0]), "classification": classification_metrics(logits, labels),
+                           "finite_logits": bool(torch.isfinite(logits).all()), "localization": acc.result()}
     if all_groups and group_names:
         out["groups"] = group_metrics(logits.argmax(1), labels.argmax(1), torch.cat(all_groups), group_names)
     return out
 
 
-def headline(result: dict[str, Any]) -> dict[str, float]:
-    """The three numbers model selection uses: F1, EPG and IoU (fixed threshold)."""
+def headline(result: dict[str, Any]) -> dict[str, float | None]:
+    """The three numbers model selection uses: F1, EPG and IoU (fixed threshold); None when undefined
+    (no pairs to localise), never 0.0, so a missing EPG cannot win a selection."""
     loc = result.get("localization") or {}
-    return {
-        "f1": float(result["classification"]["f1"]),
-        "epg": float(loc.get("epg", 0.0) or 0.0),
-        "iou": float(loc.get("iou", 0.0) or 0.0),
+    return {"f1": float(result["classification"]["f1"]), "epg": loc.get("epg"), "iou": loc.get("iou")}
+
+
+def result_sections(result: dict[str, Any], classes: list[str],
+                    group_names: list[str] | None = None) -> dict[str, Any]:
+    """An `evaluate` result as result-schema sections: flat `metrics`, and `per_class`, `per_size`,
+    `groups`, `iou_sweep` keyed by name. The IoU threshold chosen on this split is its best_threshold."""
+    cls = result["classification"]
+    loc = result.get("localization") or {}
+    grp = result.get("groups")
+    metrics: dict[str, Any] = {k: cls.get(k) for k in ("f1", "precision", "recall", "accuracy", "exact_match", "mAP")}
+    metrics.update(epg=loc.get("epg"), iou=loc.get("iou"), iou_chosen=loc.get("best_iou"),
+                   best_threshold=loc.get("best_threshold"), best_iou=loc.get("best_iou"),
+                   on_object=(loc.get("on_object") or {}).get("ratio"), pairs=loc.get("count", 0))
+    metrics.update(worst_group=grp["worst_group"] if grp else None, mean_group=grp["mean_group"] if grp else None,
+                   overall=grp["overall"] if grp else None)
+    per_class: dict[str, Any] = {}
+    for j, name in enumerate(classes):
+        c = dict(cls["per_class"].get(j, cls["per_class"].get(name, {})))
+        l = (loc.get("per_class") or {}).get(j) or {}
+        c.update(epg=l.get("epg"), iou=l.get("iou"), pairs=l.get("count", 0))
+        per_class[name] = c
+    per_size = {name: {"epg": v["epg"], "iou": v["iou"], "pairs": v["count"]}
+                for name, v in (loc.get("size_bins") or {}).items()}
+    out: dict[str, Any] = {
+        "metrics": metrics, "per_class": per_class, "per_size": per_size,
+        "iou_sweep": {f"{t:.2f}": v for t, v in (loc.get("iou_sweep") or {}).items()},
     }
+    if grp and group_names:
+        loc_groups = loc.get("per_group") or {}
+        out["groups"] = {name: {"accuracy": grp["per_group"][name], "count": grp["group_counts"][name],
+                                "epg": (loc_groups.get(i) or {}).get("epg"),
+                                "iou": (loc_groups.get(i) or {}).get("iou"),
+                                "pairs": (loc_groups.get(i) or {}).get("count", 0)}
+                         for i, name in enumerate(group_names)}
+    return out

@@ -52,13 +52,13 @@ def target_slots(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return order, valid
 
 
-def _loc_term(model, x, targets, valid, batch: Batch, spec: StepSpec, env: DistEnv):
+def localization_term(model, x, targets, valid, batch: Batch, spec: StepSpec, env: DistEnv, forward_func=None):
     """Localization loss for targets [B, S] (S classes per image, from one forward pass; `valid`
     [B, S] marks real ones); returns (loss summed over contributing (image, class) pairs, logits)."""
     post = PostProcess(*LOSS_POSTPROCESS[spec.loss])
     size = tuple(x.shape[-2:])
     maps, logits = attribute(model, x, targets, method=spec.attribution, layer=spec.layer, create_graph=True,
-                             post=post, out_size=size, ig_steps=spec.ig_steps)
+                             post=post, out_size=size, ig_steps=spec.ig_steps, forward_func=forward_func)
     s = targets.shape[1]
     flat = targets.flatten()
     raw = batch.boxes.repeat_interleave(s, dim=0)  # pair p = (image p // S, slot p % S)
@@ -77,8 +77,12 @@ def _loc_term(model, x, targets, valid, batch: Batch, spec: StepSpec, env: DistE
 
 
 def train_step(model, batch: Batch, spec: StepSpec, optimizer: torch.optim.Optimizer, generator: torch.Generator,
-               env: DistEnv) -> dict[str, float]:
-    """Forward, attribution (when guided), loss, backward and update for one batch."""
+               env: DistEnv, forward_func=None) -> dict[str, float]:
+    """Forward, attribution (when guided), loss, backward and update for one batch.
+
+    `forward_func` is what runs the prepared input (a DistributedDataParallel wrapper around `model.net`
+    under torchrun); default `model`."""
+    forward = forward_func or model
     x01 = images_to_float(batch.images, spec.channels_last)
     x = model.prepare_input(x01)
     labels = batch.labels
@@ -87,7 +91,7 @@ def train_step(model, batch: Batch, spec: StepSpec, optimizer: torch.optim.Optim
     optimizer.zero_grad(set_to_none=True)
     with autocast:
         if spec.loss is None:
-            logits = model(x)
+            logits = forward(x)
             loc = torch.zeros((), device=x.device)
         elif spec.targets == "random":
             targets = sample_targets(labels, generator)[:, None]
@@ -95,7 +99,7 @@ def train_step(model, batch: Batch, spec: StepSpec, optimizer: torch.optim.Optim
         else:
             targets, valid = target_slots(labels)
         if spec.loss is not None:
-            loc, logits = _loc_term(model, x, targets, valid, batch, spec, env)
+            loc, logits = localization_term(model, x, targets, valid, batch, spec, env, forward_func)
         bce = F.binary_cross_entropy_with_logits(logits.float(), labels)
         # DDP averages gradients over processes; scaling the summed term by the world size keeps
         # it a sum over the global batch, as in a single process.

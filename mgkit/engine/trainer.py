@@ -1,45 +1,46 @@
-"""The one training loop behind `mgkit train` (λ = 0) and `mgkit guide` (BCE + λ · L_loc).
-
-Read top to bottom: set up processes, data and model; resume if the run directory has a checkpoint;
-then per epoch train, evaluate on val, log a line, save last/best/Pareto checkpoints.
+"""The one training loop behind `mgkit train` (λ = 0) and `mgkit guide` (BCE + λ · L_loc), split the
+torchvision way: `setup` (processes, data checks, model, resume), `train_one_epoch`, `evaluate`
+(engine.evaluate), `end_of_epoch` (evaluation, metrics line, best / Pareto / last checkpoints) and `fit`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import shutil
+import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import yaml
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
 
-from mgkit.artifacts import file_sha256, provenance, write_json_atomic, write_text_atomic
+from mgkit import results
+from mgkit.artifacts import file_sha256, provenance, write_json_atomic
 from mgkit.attribution import METHODS
 from mgkit.config import RunConfig, config_from_dict, save_yaml
 from mgkit.data.format import open_dataset
 from mgkit.data.loader import H5Split, make_loader
 from mgkit.engine import distributed as D
-from mgkit.engine.checkpoint import (check_compatible, data_fingerprint, load_checkpoint, save_checkpoint,
-                                     set_rng_state)
-from mgkit.engine.evaluate import evaluate, headline
+from mgkit.engine.checkpoint import (check_compatible, data_fingerprint, load_checkpoint, non_finite_tensors,
+                                     save_checkpoint, set_rng_state)
+from mgkit.engine.evaluate import evaluate, headline, result_sections
 from mgkit.engine.pareto import ParetoArchive
+from mgkit.engine.rundir import Run
 from mgkit.engine.step import StepSpec, train_step
 from mgkit.errors import MgkitError, UsageError
 from mgkit.losses import LOSSES
-from mgkit.models import LAYERS, MODEL_NAMES, create_model
+from mgkit.models import LAYERS, MODEL_NAMES, Family, GuidedModel, create_model
 from mgkit.progress import Reporter, log
 
-RUN_FILES = ("config.yaml", "provenance.json", "metrics.jsonl", "checkpoints", "pareto")
 
-
-def validate(cfg: RunConfig, family: str, supported: tuple[str, ...]) -> None:
+def validate(cfg: RunConfig, family: Family) -> None:
     """Flag values that cannot work together, each named."""
     if cfg.loss is not None and cfg.loss not in LOSSES:
         raise UsageError(f"--loss must be one of {', '.join(LOSSES)}, got {cfg.loss!r}")
+    supported = family.attributions
     for flag, value in (("--attribution", cfg.attribution), ("--eval-attribution", cfg.eval_attribution)):
         if value not in METHODS:
             raise UsageError(f"{flag} must be one of {', '.join(METHODS)}, got {value!r}")
@@ -54,13 +55,14 @@ def validate(cfg: RunConfig, family: str, supported: tuple[str, ...]) -> None:
         (cfg.amp in ("none", "bf16"), f"--amp must be none or bf16, got {cfg.amp!r}"),
         (cfg.epochs >= 1, "--epochs must be at least 1"),
         (cfg.batch_size >= 1, "--batch-size must be at least 1"),
-        (cfg.lr > 0, "--lr must be positive"),
+        (math.isfinite(cfg.lr) and cfg.lr > 0, "--lr must be a positive number"),
+        (math.isfinite(cfg.lam) and cfg.lam >= 0, f"--lambda must be a finite number >= 0, got {cfg.lam}"),
         (cfg.eval_every >= 1, "--eval-every must be at least 1"),
         (cfg.dilate >= 0, "--dilate must be non-negative"),
         (cfg.stage != "guide" or cfg.loss is not None, "mgkit guide needs --loss"),
         # Riemann IntGrad replicates the batch along the path; in train mode BatchNorm would mix the
-        # path points, so guided IntGrad uses X-DNN, where it is exact in one pass (the paper's choice).
-        (cfg.stage != "guide" or cfg.attribution != "intgrad" or family == "xdnn",
+        # path points, so guided IntGrad needs a family where it is exact in one pass (X-DNN, the paper's).
+        (cfg.stage != "guide" or cfg.attribution != "intgrad" or family.exact_intgrad,
          "--attribution intgrad for guidance needs an xdnn model (elsewhere use it with --eval-attribution)"),
     ]
     for ok, message in checks:
@@ -68,39 +70,38 @@ def validate(cfg: RunConfig, family: str, supported: tuple[str, ...]) -> None:
             raise UsageError(message)
 
 
-class Run:
-    """The files of one run directory."""
+@dataclass
+class DataInfo:
+    """What a run needs to know about its data file, read once up front."""
 
-    def __init__(self, out: str | Path):
-        self.dir = Path(out)
-        self.config = self.dir / "config.yaml"
-        self.metrics = self.dir / "metrics.jsonl"
-        self.ckpt_dir = self.dir / "checkpoints"
-        self.last = self.ckpt_dir / "last.pt"
-        self.best = self.ckpt_dir / "best_f1.pt"
-        self.pareto_dir = self.dir / "pareto"
+    path: str
+    classes: list[str]
+    fingerprint: str
+    mask_mode: str
+    image_size: tuple[int, int]
+    source: str
+    task: str
+    bbox_frac: float
+    group_names: list[str] | None
 
-    def clear(self) -> None:
-        """Remove what an earlier run of mgkit wrote here (and nothing else)."""
-        for name in RUN_FILES:
-            p = self.dir / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
+    def as_dict(self) -> dict[str, Any]:
+        """What a checkpoint records about its training data."""
+        return {"path": self.path, "fingerprint": self.fingerprint, "image_size": list(self.image_size),
+                "dataset": self.source, "task": self.task, "bbox_frac": self.bbox_frac}
 
-    def metric_lines(self) -> list[dict[str, Any]]:
-        if not self.metrics.exists():
-            return []
-        return [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
 
-    def append_metrics(self, line: dict[str, Any], keep_before: int | None = None) -> None:
-        """Append one line; on resume first drop lines of epochs that will be redone."""
-        lines = self.metric_lines()
-        if keep_before is not None:
-            lines = [x for x in lines if x["epoch"] < keep_before]
-        lines.append(line)
-        write_text_atomic(self.metrics, "".join(json.dumps(x, sort_keys=True) + "\n" for x in lines))
+def read_data_info(cfg: RunConfig) -> DataInfo:
+    """Open the data file once: its identity, and refusals of data a run cannot use (one line each)."""
+    with open_dataset(cfg.data) as ds:
+        for split in ("train", "val"):
+            if ds.split_info(split).num_images == 0:
+                raise MgkitError(f"{cfg.data}: the {split} split is empty; {cfg.stage} needs {split} images")
+        if cfg.stage == "guide" and not cfg.allow_unannotated:
+            if not bool(ds.split("train")["annotated"][:].any()):
+                raise MgkitError(f"{cfg.data}: no training image is annotated (bbox_frac {ds.bbox_frac:g}), so "
+                                 "guidance would have no localization term; pass --allow-unannotated to run anyway")
+        return DataInfo(str(cfg.data), list(ds.classes), data_fingerprint(ds), ds.mask_mode, tuple(ds.image_size),
+                        ds.source, ds.task, float(ds.bbox_frac), ds.split_info("val").group_names)
 
 
 def _resolve(cfg: RunConfig, data_classes: list[str]) -> tuple[RunConfig, dict[str, Any] | None]:
@@ -120,30 +121,62 @@ def _resolve(cfg: RunConfig, data_classes: list[str]) -> tuple[RunConfig, dict[s
     return cfg, parent
 
 
-def fit(cfg: RunConfig, *, restart: bool = False) -> dict[str, Any]:
-    """Train (or guide) according to `cfg`, resuming an interrupted run in the same directory."""
-    env = D.setup()
-    try:
-        return _fit(cfg, env, restart)
-    finally:
-        D.teardown(env)
+@dataclass
+class Trainer:
+    """Everything one run holds between epochs."""
+
+    cfg: RunConfig
+    env: D.DistEnv
+    data: DataInfo
+    run: Run
+    model: GuidedModel
+    optimizer: torch.optim.Optimizer
+    device: torch.device
+    spec: StepSpec
+    forward_func: Callable[[torch.Tensor], torch.Tensor] | None  # DDP around model.net under torchrun
+    pareto: ParetoArchive
+    start_epoch: int = 1
+    best_f1: float = -1.0
+    best_epoch: int | None = None
+    best_metrics: dict[str, Any] | None = None
+    parent_sha256: str | None = None
+
+    @property
+    def quiet(self) -> bool:
+        return self.cfg.quiet or not self.env.is_main
+
+    def identity(self, *, checkpoint: str | Path | None = None, epoch: int | None = None) -> dict[str, Any]:
+        cfg = self.cfg.to_dict()
+        return results.identity(
+            cfg, family=self.model.family.name, data_hash=self.data.fingerprint, dataset=self.data.source,
+            task=self.data.task, classes=self.data.classes, bbox_frac=self.data.bbox_frac, run=str(self.run.dir),
+            checkpoint=checkpoint, epoch=epoch,
+            parent_sha256=self.parent_sha256)
+
+    def last_good(self) -> str:
+        """The sentence an error ends with: where training can be resumed from, if anywhere."""
+        if self.run.last.exists():
+            epoch = load_checkpoint(self.run.last)["epoch"]
+            return f"the last good checkpoint is {self.run.last} (epoch {epoch})"
+        return "no checkpoint was written"
+
+    def checkpoint_args(self, epoch: int, metrics: dict[str, Any] | None) -> dict[str, Any]:
+        return dict(model=self.model, model_name=self.cfg.model, classes=self.data.classes,
+                    config=self.cfg.to_dict(), epoch=epoch, metrics=metrics, data=self.data.as_dict())
 
 
-def _fit(cfg: RunConfig, env: D.DistEnv, restart: bool) -> dict[str, Any]:
-    quiet = cfg.quiet or not env.is_main
-    with open_dataset(cfg.data) as ds:
-        classes, fingerprint, mask_mode = ds.classes, data_fingerprint(ds), ds.mask_mode
-        for split in ("train", "val"):
-            ds.split(split)
-        group_names = ds.split_info("val").group_names
-    cfg, parent = _resolve(cfg, classes)
+def setup(cfg: RunConfig, env: D.DistEnv, restart: bool) -> Trainer:
+    """Check the data, build the model (from the parent checkpoint for guide), resume if the run
+    directory holds a last.pt of the same configuration, write config.yaml and provenance.json."""
+    data = read_data_info(cfg)
+    cfg, parent = _resolve(cfg, data.classes)
     torch.manual_seed(cfg.seed)
-    model = create_model(cfg.model, len(classes), pretrained=cfg.pretrained and parent is None,
+    model = create_model(cfg.model, len(data.classes), pretrained=cfg.pretrained and parent is None,
                          weights=cfg.weights if parent is None else None)
-    cfg = cfg.resolved(model.family)
-    validate(cfg, model.family, model.supported_attributions)
+    cfg = cfg.resolved(model.family.name)
+    validate(cfg, model.family)
     if parent is not None:
-        model.load_state_dict(parent["model"])
+        model.net.load_state_dict(parent["model"])
     device = D.pick_device(cfg.device, env)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -155,8 +188,6 @@ def _fit(cfg: RunConfig, env: D.DistEnv, restart: bool) -> dict[str, Any]:
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
 
     run = Run(cfg.out)
-    start_epoch, best_f1 = 1, -1.0
-    pareto = ParetoArchive(run.pareto_dir)
     problem = None
     if env.is_main and run.config.exists():
         if restart:
@@ -169,123 +200,195 @@ def _fit(cfg: RunConfig, env: D.DistEnv, restart: bool) -> dict[str, Any]:
     problem = D.broadcast_object(problem, env)  # every process stops, not only rank 0
     if problem:
         raise MgkitError(problem)
-    resume = D.broadcast_object(run.last.exists(), env)
-    if resume:
+
+    forward_func = (DistributedDataParallel(model.net, device_ids=[device.index] if device.type == "cuda" else None)
+                    if env.enabled else None)
+    spec = StepSpec(loss=cfg.loss if cfg.stage == "guide" else None, attribution=cfg.attribution, layer=cfg.layer,
+                    lam=cfg.lam, targets=cfg.targets, dilate=cfg.dilate, reduction=cfg.loc_reduction,
+                    size_alpha=cfg.size_alpha, ig_steps=cfg.ig_steps, outside=data.mask_mode == "outside",
+                    amp=cfg.amp == "bf16", channels_last=cfg.channels_last)
+    t = Trainer(cfg, env, data, run, model, optimizer, device, spec, forward_func, ParetoArchive(run.pareto_dir),
+                parent_sha256=file_sha256(cfg.init_from) if cfg.init_from else None)
+    if D.broadcast_object(run.last.exists(), env):
         ckpt = load_checkpoint(run.last, map_location=device)
-        check_compatible(ckpt, run.last, model_name=cfg.model, classes=classes)
-        model.load_state_dict(ckpt["model"])
+        check_compatible(ckpt, run.last, model_name=cfg.model, classes=data.classes)
+        model.net.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         set_rng_state(ckpt["rng"])
-        start_epoch = ckpt["epoch"] + 1
-        best_f1 = ckpt.get("best_f1", -1.0)
-        pareto.load()
-        log(f"resuming {run.dir} at epoch {start_epoch}", quiet=quiet)
+        t.start_epoch = ckpt["epoch"] + 1
+        t.best_f1 = ckpt.get("best_f1", -1.0)
+        t.best_epoch = ckpt.get("best_epoch")
+        t.best_metrics = ckpt.get("best_metrics")
+        t.pareto.load()
+        log(f"resuming {run.dir} at epoch {t.start_epoch}", quiet=t.quiet)
     if env.is_main:
         run.dir.mkdir(parents=True, exist_ok=True)
         save_yaml(cfg, run.config)
-        write_json_atomic(run.dir / "provenance.json", provenance(
-            data=str(cfg.data), data_fingerprint=fingerprint,
+        write_json_atomic(run.provenance, provenance(
+            data=str(cfg.data), data_fingerprint=data.fingerprint,
             parent=str(cfg.init_from) if cfg.init_from else None,
-            parent_sha256=file_sha256(cfg.init_from) if cfg.init_from else None,
-            world_size=env.world, device=str(device), torch=torch.__version__))
+            parent_sha256=t.parent_sha256, world_size=env.world, device=str(device), torch=torch.__version__))
+    return t
 
-    ddp = (DistributedDataParallel(model.net, device_ids=[device.index] if device.type == "cuda" else None)
-           if env.enabled else None)
-    train_set = H5Split(cfg.data, "train")
+
+def epoch_generator(seed: int, epoch: int, rank: int) -> torch.Generator:
+    """Target sampling depends only on (seed, epoch, rank): a resumed epoch draws the same classes."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch * 101 + rank)
+
+
+def train_one_epoch(t: Trainer, loader: DataLoader, epoch: int, rep: Reporter) -> dict[str, Any]:
+    """One pass over the training split. Stops with MgkitError at the first step whose loss, or whose
+    updated parameters or buffers, are not finite (nothing is saved from a non-finite model)."""
+    cfg, env = t.cfg, t.env
+    t.model.train()
+    loader.sampler.sampler.set_epoch(epoch)
+    gen = epoch_generator(cfg.seed, epoch, env.rank)
+    sums = {"loss": 0.0, "bce": 0.0, "loc": 0.0}
+    n_steps, n_images, t0 = 0, 0, time.monotonic()
+    for step, batch in enumerate(rep.track(loader, len(loader), f"epoch {epoch}/{cfg.epochs}")):
+        out = train_step(t.model, batch.to(t.device), t.spec, t.optimizer, gen, env, forward_func=t.forward_func)
+        if not out["finite"]:
+            raise MgkitError(f"non-finite loss at epoch {epoch}, step {step + 1} (bce={out['bce']:.4g}, "
+                             f"loc={out['loc']:.4g}); {t.last_good()}")
+        bad = non_finite_tensors(t.model)
+        if bad:
+            raise MgkitError(f"non-finite weights after epoch {epoch}, step {step + 1} (in {', '.join(bad[:3])}); "
+                             f"{t.last_good()}")
+        for k in sums:
+            sums[k] += out[k]
+        n_steps += 1
+        n_images += len(batch.index)
+        rep.set_info(f"loss {out['loss']:.4f}")
+    seconds = time.monotonic() - t0
+    return {"seconds": round(seconds, 3), "train": {k: v / max(n_steps, 1) for k, v in sums.items()},
+            "train_images_per_s": round(n_images * env.world / max(seconds, 1e-9), 2)}
+
+
+def run_validation(t: Trainer, loader: DataLoader, epoch: int, rep: Reporter) -> dict[str, Any]:
+    """Validation of the current weights: the `evaluate` result (rank 0 only)."""
+    cfg = t.cfg
+    result = evaluate(t.model, loader, device=t.device, attribution=cfg.eval_attribution, layer=cfg.eval_layer,
+                      outside=t.spec.outside, iou_threshold=cfg.iou_threshold, ig_steps=cfg.ig_steps,
+                      group_names=t.data.group_names, amp=t.spec.amp, channels_last=cfg.channels_last,
+                      reporter=rep, description=f"val {epoch}")
+    if not result["finite_logits"]:
+        raise MgkitError(f"non-finite logits on val after epoch {epoch}; {t.last_good()}")
+    return result
+
+
+def epoch_record(t: Trainer, epoch: int, result: dict[str, Any] | None, stats: dict[str, Any] | None) -> dict[str, Any]:
+    """One metrics.jsonl line (result record of kind "epoch"); the legacy keys epoch, val, train stay."""
+    sections: dict[str, Any] = {"epoch": epoch}
+    if result is not None:
+        sec = result_sections(result, t.data.classes, t.data.group_names)
+        m = sec["metrics"]
+        sections.update(sec, val=headline(result), evaluation={
+            "split": "val", "attribution": t.cfg.eval_attribution, "layer": t.cfg.eval_layer, "maps": "raw",
+            "iou_threshold": t.cfg.iou_threshold, "chosen_threshold": m["best_threshold"],
+            "threshold_split": "val" if m["best_threshold"] is not None else None})
+    if stats is not None:
+        sections.update(stats)
+    return results.record("epoch", t.identity(epoch=epoch), **sections)
+
+
+def end_of_epoch(t: Trainer, epoch: int, stats: dict[str, Any], val_loader: DataLoader | None,
+                 rep: Reporter) -> bool:
+    """Rank 0: evaluate (every --eval-every epochs and at the last), log the metrics line, save
+    best_f1.pt, offer the epoch to the Pareto front (guide), then last.pt. Returns whether --min-f1
+    asks to stop."""
+    cfg, run = t.cfg, t.run
+    result = None
+    if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+        result = run_validation(t, val_loader, epoch, rep)
+    line = epoch_record(t, epoch, result, stats)
+    metrics = line.get("metrics")
+    stop = False
+    if result is not None:
+        f1 = line["val"]["f1"]
+        stop = cfg.min_f1 is not None and f1 < cfg.min_f1
+        if f1 > t.best_f1:
+            t.best_f1, t.best_epoch, t.best_metrics = f1, epoch, metrics
+            save_checkpoint(run.best, **t.checkpoint_args(epoch, metrics))
+        if cfg.stage == "guide":
+            offer_pareto(t, epoch, metrics)
+    run.append_metrics(line, keep_before=epoch)
+    # last.pt is written last: a run killed before this point redoes the whole epoch.
+    save_checkpoint(run.last, **t.checkpoint_args(epoch, metrics), optimizer=t.optimizer,
+                    extra={"best_f1": t.best_f1, "best_epoch": t.best_epoch, "best_metrics": t.best_metrics})
+    if not t.quiet:
+        shown = " ".join(f"{k} {v:.4f}" for k, v in (line.get("val") or {}).items() if v is not None)
+        log(f"epoch {epoch}: loss {stats['train']['loss']:.4f} {shown}".rstrip())
+    return stop
+
+
+def offer_pareto(t: Trainer, epoch: int, metrics: dict[str, Any]) -> None:
+    """Offer an epoch to the Pareto archive; an epoch without EPG or IoU (no pairs) cannot be placed."""
+    if metrics.get("epg") is None or metrics.get("iou") is None:
+        return
+    t.pareto.offer(epoch, metrics, lambda path: save_checkpoint(path, **t.checkpoint_args(epoch, metrics)))
+
+
+def summary_record(t: Trainer) -> dict[str, Any]:
+    """The run's result record (kind "run"): identity of best_f1.pt, its validation metrics and the
+    IoU threshold chosen on val, plus the legacy summary keys (run, model, stage, best_f1, final, ...)."""
+    cfg, run = t.cfg, t.run
+    lines = run.metric_lines()
+    trained = [x for x in lines if x.get("seconds") is not None]  # every trained epoch, resumed runs included
+    best = t.best_metrics or {}
+    sections: dict[str, Any] = {
+        "run": str(run.dir), "model": cfg.model, "stage": cfg.stage, "epochs": cfg.epochs,
+        "best_f1": t.best_f1 if t.best_f1 >= 0 else None, "best_epoch": t.best_epoch,
+        "last": str(run.last), "best": str(run.best), "world_size": t.env.world,
+        "final": lines[-1].get("val") if lines else None,
+        "metrics": best,
+        "evaluation": {"split": "val", "attribution": cfg.eval_attribution, "layer": cfg.eval_layer, "maps": "raw",
+                       "iou_threshold": cfg.iou_threshold, "chosen_threshold": best.get("best_threshold"),
+                       "threshold_split": "val" if best.get("best_threshold") is not None else None},
+        "chosen_threshold": best.get("best_threshold"),
+        "training": {"epochs": len(trained),
+                     "seconds_per_epoch": sum(x["seconds"] for x in trained) / len(trained) if trained else None,
+                     "images_per_s": (sum(x["train_images_per_s"] for x in trained) / len(trained)
+                                      if trained else None)},
+    }
+    if cfg.stage == "guide":
+        sections["pareto"] = t.pareto.entries
+    return results.record("run", t.identity(checkpoint=run.best if t.best_epoch is not None else None,
+                                            epoch=t.best_epoch), **sections)
+
+
+def fit(cfg: RunConfig, *, restart: bool = False) -> dict[str, Any]:
+    """Train (or guide) according to `cfg`, resuming an interrupted run in the same directory.
+    Returns the run's summary record (also written to summary.json)."""
+    env = D.setup()
+    try:
+        return _fit(cfg, env, restart)
+    finally:
+        D.teardown(env)
+
+
+def _fit(cfg: RunConfig, env: D.DistEnv, restart: bool) -> dict[str, Any]:
+    t = setup(cfg, env, restart)
+    cfg = t.cfg
     local_batch = max(cfg.batch_size // env.world, 1)
-    train_loader = make_loader(train_set, local_batch, shuffle=True, seed=cfg.seed, workers=cfg.workers,
-                               rank=env.rank, world=env.world, pin=device.type == "cuda")
+    train_loader = make_loader(H5Split(cfg.data, "train"), local_batch, shuffle=True, seed=cfg.seed,
+                               workers=cfg.workers, rank=env.rank, world=env.world, pin=t.device.type == "cuda")
     val_loader = make_loader(H5Split(cfg.data, "val", segmentation=True), cfg.eval_batch_size, shuffle=False,
                              seed=cfg.seed, workers=cfg.workers) if env.is_main else None
-    spec = StepSpec(loss=cfg.loss if cfg.stage == "guide" else None, attribution=cfg.attribution, layer=cfg.layer,
-                    lam=cfg.lam, targets=cfg.targets, dilate=cfg.dilate, reduction=cfg.loc_reduction,
-                    size_alpha=cfg.size_alpha, ig_steps=cfg.ig_steps, outside=mask_mode == "outside",
-                    amp=cfg.amp == "bf16", channels_last=cfg.channels_last)
-
-    def run_eval(rep: Reporter, epoch: int) -> dict[str, Any]:
-        model.route_forward(None)
-        result = evaluate(model, val_loader, device=device, attribution=cfg.eval_attribution,
-                          layer=cfg.eval_layer, outside=spec.outside, iou_threshold=cfg.iou_threshold,
-                          ig_steps=cfg.ig_steps, group_names=group_names, amp=spec.amp,
-                          channels_last=cfg.channels_last, reporter=rep, description=f"val {epoch}")
-        return result
-
-    summary: dict[str, Any] = {"run": str(run.dir), "model": cfg.model, "stage": cfg.stage}
-    with Reporter(quiet=quiet) as rep:
-        if env.is_main and cfg.stage == "guide" and start_epoch == 1:
-            start = run_eval(rep, 0)
-            run.append_metrics({"epoch": 0, "val": headline(start), "val_detail": _compact(start)}, keep_before=0)
-        for epoch in range(start_epoch, cfg.epochs + 1):
-            model.train()
-            model.route_forward(ddp)
-            train_loader.sampler.sampler.set_epoch(epoch)
-            # Target sampling depends only on (seed, epoch, rank): a resumed epoch draws the same classes.
-            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch * 101 + env.rank)
-            sums = {"loss": 0.0, "bce": 0.0, "loc": 0.0}
-            n_steps, n_images, t0 = 0, 0, time.monotonic()
-            for step, batch in enumerate(rep.track(train_loader, len(train_loader), f"epoch {epoch}/{cfg.epochs}")):
-                out = train_step(model, batch.to(device), spec, optimizer, gen, env)
-                if not out["finite"]:
-                    raise MgkitError(f"non-finite loss at epoch {epoch}, step {step + 1} (bce={out['bce']:.4g}, "
-                                     f"loc={out['loc']:.4g}); the last good checkpoint is {run.last}")
-                for k in sums:
-                    sums[k] += out[k]
-                n_steps += 1
-                n_images += len(batch.index)
-                rep.set_info(f"loss {out['loss']:.4f}")
-            seconds = time.monotonic() - t0
-            line: dict[str, Any] = {
-                "epoch": epoch, "seconds": round(seconds, 3),
-                "train": {k: v / max(n_steps, 1) for k, v in sums.items()},
-                "train_images_per_s": round(n_images * env.world / max(seconds, 1e-9), 2),
-            }
-            stop = False
-            if env.is_main:
-                evaluated = epoch % cfg.eval_every == 0 or epoch == cfg.epochs
-                metrics = None
-                if evaluated:
-                    result = run_eval(rep, epoch)
-                    metrics = headline(result)
-                    line["val"] = metrics
-                    line["val_detail"] = _compact(result)
-                    stop = cfg.min_f1 is not None and metrics["f1"] < cfg.min_f1
-                ckpt_args = dict(model=model, model_name=cfg.model, classes=classes, config=cfg.to_dict())
-                if metrics is not None and metrics["f1"] > best_f1:
-                    best_f1 = metrics["f1"]
-                    save_checkpoint(run.best, **ckpt_args, epoch=epoch, metrics=metrics)
-                if metrics is not None and cfg.stage == "guide":
-                    pareto.offer(epoch, metrics, lambda path: save_checkpoint(path, **ckpt_args, epoch=epoch,
-                                                                              metrics=metrics))
-                run.append_metrics(line, keep_before=epoch)
-                # last.pt is written last: a run killed before this point redoes the whole epoch.
-                save_checkpoint(run.last, **ckpt_args, epoch=epoch, optimizer=optimizer, metrics=metrics,
-                                extra={"best_f1": best_f1})
-                if not quiet:
-                    shown = " ".join(f"{k} {v:.4f}" for k, v in (metrics or {}).items())
-                    log(f"epoch {epoch}: loss {line['train']['loss']:.4f} {shown}".rstrip())
+    with Reporter(quiet=t.quiet) as rep:
+        if env.is_main and cfg.stage == "guide" and t.start_epoch == 1:
+            start = run_validation(t, val_loader, 0, rep)
+            t.run.append_metrics(epoch_record(t, 0, start, None), keep_before=0)
+        for epoch in range(t.start_epoch, cfg.epochs + 1):
+            stats = train_one_epoch(t, train_loader, epoch, rep)
+            stop = end_of_epoch(t, epoch, stats, val_loader, rep) if env.is_main else False
             if D.broadcast_object(stop, env):
-                log(f"stopping: val F1 fell below --min-f1 {cfg.min_f1}", quiet=quiet)
+                log(f"stopping: val F1 fell below --min-f1 {cfg.min_f1}", quiet=t.quiet)
                 break
             D.barrier(env)
-    summary.update(epochs=cfg.epochs, best_f1=best_f1, last=str(run.last), best=str(run.best),
-                   world_size=env.world, ranks_consistent=D.same_on_all_ranks(model, env))
-    if cfg.stage == "guide":
-        summary["pareto"] = pareto.entries
-    lines = run.metric_lines() if env.is_main else []
-    if lines:
-        summary["final"] = lines[-1].get("val")
+    consistent = D.same_on_all_ranks(t.model, env)
+    if not env.is_main:
+        return {}
+    summary = summary_record(t)
+    summary["ranks_consistent"] = consistent
+    results.write_record(t.run.summary, summary)
     return summary
-
-
-def _compact(result: dict[str, Any]) -> dict[str, Any]:
-    """The evaluation numbers worth a metrics.jsonl line (no per-class tables)."""
-    cls = result["classification"]
-    out: dict[str, Any] = {k: cls.get(k) for k in ("precision", "recall", "f1", "mAP")}
-    loc = result.get("localization")
-    if loc:
-        out.update(epg=loc["epg"], iou=loc["iou"], best_threshold=loc["best_threshold"], best_iou=loc["best_iou"],
-                   on_object=(loc.get("on_object") or {}).get("ratio"))
-    if "groups" in result:
-        out.update(worst_group=result["groups"]["worst_group"], mean_group=result["groups"]["mean_group"],
-                   overall=result["groups"]["overall"])
-    return out
