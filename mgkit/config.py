@@ -429,6 +429,9 @@ def _check_static(cfg: RunConfig) -> None:
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; a run directory is needed (choose another --out)")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise UsageError(f"--out {out}: {parent} is a file, so no run directory can be made there")
     if cfg.amp == "bf16" and cfg.device in ("cpu", "mps"):
         raise UsageError(f"--amp bf16 needs a CUDA device, but --device is {cfg.device}")
     if cfg.weights is not None and cfg.pretrained:
