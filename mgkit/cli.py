@@ -14,6 +14,11 @@ from typing import Any, Callable, Optional
 import typer
 from typer.core import TyperCommand
 
+try:  # typer >= 0.2x vendors click
+    from typer._click.exceptions import UsageError as ClickUsageError
+except ImportError:  # pragma: no cover - older typer depends on click
+    from click.exceptions import UsageError as ClickUsageError
+
 from mgkit import __version__
 from mgkit.errors import MgkitError, UsageError
 
@@ -297,6 +302,13 @@ class _PlainHelpCommand(TyperCommand):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["rich_markup_mode"] = None
         super().__init__(*args, **kwargs)
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        # Unknown options and missing values: one line too, pointing at --help.
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except ClickUsageError as e:
+            _fail(f"{' '.join(e.format_message().split())} (see mgkit {self.name} --help)", 2)
 
 
 def _option_parameter(name: str, stage: str) -> inspect.Parameter:

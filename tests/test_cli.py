@@ -105,6 +105,9 @@ REFUSALS = [
     ("yaml-invalid", ["train", "--config", "{cfg:lr: [1\n}"], 2, "not valid YAML"),
     ("yaml-other-stage", ["train", "--config", "{cfg:stage: guide\n}"], 2, "a configuration for mgkit guide"),
     ("yaml-missing", ["train", "--config", "nope.yaml"], 2, "--config nope.yaml: no such file"),
+    # click's own parsing errors: one line as well
+    ("unknown-flag", ["train", "--epoch", "3"], 2, "No such option: --epoch"),
+    ("missing-value", ["train", "--epochs"], 2, "Option '--epochs' requires an argument"),
     # paths
     ("out-is-file", ["train", "--out", "{file}"], 2, "is a file; a run directory is needed"),
     ("out-under-file", ["train", "--out", "{file}/run"], 2, "is a file, so no run directory can be made there"),
@@ -122,8 +125,8 @@ def test_refusals(tiny, tmp_path, monkeypatch, argv, code, expected):
             a = _yaml(tmp_path, a[5:-1])
         args.append(a.replace("{ckpt}", str(tiny["ckpt"])).replace("{file}", "afile"))
     if "--out" not in args:
-        args += ["--out", str(out)]
-    r = runner.invoke(app, [*args, "--data", NO_DATA])
+        args[1:1] = ["--out", str(out)]
+    r = runner.invoke(app, [args[0], "--data", NO_DATA, *args[1:]])
     assert r.exit_code == code, r.output
     assert expected in _one_line_error(r)
     assert not out.exists()  # nothing left that could block the corrected re-run
