@@ -91,6 +91,7 @@ class Opt:
     short: str | None = None  # e.g. "-q"
     negatable: bool = False  # bool flags: --x/--no-x
     required: bool = False
+    recorded: frozenset[str] | None = None  # stages whose config.yaml records it (default: `stages`)
 
     @property
     def key(self) -> str:
@@ -194,7 +195,8 @@ class RunConfig:
     loss: str | None = _opt(None, "--loss", "Localization loss.", "choice", choices=LOSSES, stages=ONLY_GUIDE,
                             required=True)
     attribution: str | None = _opt(None, "--attribution", "Attribution the loss is computed on.", "choice",
-                                   choices=ATTRIBUTIONS, stages=ONLY_GUIDE, default_help=_per_family("attribution"))
+                                   choices=ATTRIBUTIONS, stages=ONLY_GUIDE, default_help=_per_family("attribution"),
+                                   recorded=BOTH)  # train: the family's, which validation uses by default
     layer: str = _opt("input", "--layer", "Layer whose attributions are guided.", "choice", choices=LAYERS,
                       stages=ONLY_GUIDE)
     lam: float = _opt(1e-3, "--lambda", "Weight of the localization loss (L = BCE + λ·L_loc).", "float", lo=0,
@@ -245,7 +247,7 @@ class RunConfig:
     def stage_dict(self) -> dict[str, Any]:
         """The fields that belong to this stage (what config.yaml records)."""
         d = self.to_dict()
-        return {"stage": self.stage, **{n: d[n] for n, o in OPTIONS.items() if self.stage in o.stages}}
+        return {"stage": self.stage, **{n: d[n] for n, o in OPTIONS.items() if self.stage in (o.recorded or o.stages)}}
 
     def _differing(self, other: "RunConfig") -> list[str]:
         a, b = self.stage_dict(), other.stage_dict()
@@ -385,6 +387,8 @@ def load_yaml(path: str | Path, stage: str | None = None) -> dict[str, Any]:
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise UsageError(f"--config {path}: unknown option '{key}'{hint}")
         o = OPTIONS[name]
+        if stage is not None and stage not in o.stages and stage in (o.recorded or ()):
+            continue  # recorded in a run's config.yaml but derived, not set, for this stage
         if stage is not None and stage not in o.stages:
             other = " and ".join(f"mgkit {s}" for s in sorted(o.stages))
             raise UsageError(f"--config {path}: '{key}' is an option of {other}, not of mgkit {stage}")

@@ -145,7 +145,7 @@ def test_yaml_values_are_coerced_and_cli_wins(tiny, tmp_path):
 
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["lr"] == 2e-3 and saved["epochs"] == 1 and saved["batch_size"] == 8 and saved["quiet"] is True
-    assert "loss" not in saved and "lam" not in saved  # guide-only options are not recorded for train
+    assert "loss" not in saved and "lam" not in saved and "layer" not in saved  # guide options: not for train
     # a refused change on resume is named as the flag, and the refusal leaves the run as it was
     before = (out / "config.yaml").read_text()
     r = runner.invoke(app, ["train", "--config", cfg, "--data", str(tiny["data"]), "--out", str(out),
