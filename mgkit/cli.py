@@ -296,8 +296,9 @@ def inspect_cmd(
 RESUME_HINT = "interrupted; the run directory keeps the last completed epoch: re-run the same command to resume"
 
 
-class _PlainHelpCommand(TyperCommand):
-    """Click's plain help layout: full option names at any width, defaults and choices in the text."""
+class PlainHelpCommand(TyperCommand):
+    """Click's plain help layout: full option names at any width, defaults and choices in the text, and
+    parsing errors in one line. Other commands can use it too: `@app.command("x", cls=PlainHelpCommand)`."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["rich_markup_mode"] = None
@@ -382,7 +383,7 @@ def _fit(stage: str, config: Optional[str], values: dict[str, Any], restart: boo
     emit(summary, as_json, render)
 
 
-train_cmd = app.command("train", cls=_PlainHelpCommand)(_run_command("train", """\
+train_cmd = app.command("train", cls=PlainHelpCommand)(_run_command("train", """\
 Baseline training: BCE, Adam, constant learning rate (the reference's protocol).
 
 Options come from the command line, else from --config FILE, else from the defaults shown (per model
@@ -394,7 +395,7 @@ Example:
       --out runs/bcos-base
 """))
 
-guide_cmd = app.command("guide", cls=_PlainHelpCommand)(_run_command("guide", """\
+guide_cmd = app.command("guide", cls=PlainHelpCommand)(_run_command("guide", """\
 Guided fine-tuning: L = BCE + λ · L_loc on attributions of one ground-truth class per image.
 
 Options come from the command line, else from --config FILE, else from the defaults shown (per model
