@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import os
 import signal
@@ -11,6 +12,12 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import typer
+from typer.core import TyperCommand
+
+try:  # typer >= 0.2x vendors click
+    from typer._click.exceptions import UsageError as ClickUsageError
+except ImportError:  # pragma: no cover - older typer depends on click
+    from click.exceptions import UsageError as ClickUsageError
 
 from mgkit import __version__
 from mgkit.errors import MgkitError, UsageError
@@ -32,8 +39,17 @@ def _fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
-def handle_errors(fn: Callable) -> Callable:
-    """Turn MgkitError into one line on stderr and an exit code (2 usage, 1 failed work)."""
+INTERRUPTED = "interrupted; nothing was written at the output path"
+
+
+def handle_errors(fn: Callable | None = None, *, interrupted: str = INTERRUPTED) -> Any:
+    """Turn errors meant for people into one line on stderr and an exit code (2 usage, 1 failed work).
+
+    Use as `@handle_errors` or `@handle_errors(interrupted="...")`: `interrupted` is what Ctrl-C or
+    SIGTERM prints (exit code 130), e.g. that a run can be resumed.
+    """
+    if fn is None:
+        return functools.partial(handle_errors, interrupted=interrupted)
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -52,7 +68,10 @@ def handle_errors(fn: Callable) -> Callable:
         except MgkitError as e:
             _fail(str(e), 1)
         except KeyboardInterrupt:
-            _fail("interrupted; nothing was written at the output path", 130)
+            _fail(interrupted, 130)
+        except OSError as e:  # the file system refused (permissions, full disk, a file where a folder should be)
+            where = f"{e.filename}: " if e.filename else ""
+            _fail(f"{where}{e.strerror or e}", 1)
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
@@ -326,33 +345,88 @@ def inspect_cmd(
 
 
 # ------------------------------------------------------------------------------------------ train / guide
+# The options of train and guide are built from the declarations in mgkit.config (one per option, shared
+# with YAML files and checkpoints): every value reaches config.coerce as the user typed it, so a bad value
+# gets the same one-line message on the command line and in a YAML file.
 
-ConfigOpt = typer.Option(None, "--config", help="YAML file with any of these options (flags override it).")
-DataOpt = typer.Option(None, "--data", help="Prepared data file (mgkit prepare).")
-RunOutOpt = typer.Option(None, "--out", help="Run directory; re-running the same command resumes it.")
-ModelOpt = typer.Option(None, "--model", help="resnet18 | resnet50 | bcos-resnet18 | bcos-resnet50 | xdnn-resnet18 | xdnn-resnet50.")
-EpochsOpt = typer.Option(None, "--epochs", help="Epochs (default per model family, see README).")
-LrOpt = typer.Option(None, "--lr", help="Adam learning rate, constant (default per model family).")
-BatchOpt = typer.Option(None, "--batch-size", help="Global batch size over all processes (default per family).")
-EvalBatchOpt = typer.Option(None, "--eval-batch-size", help="Batch size of the validation pass.")
-RunSeedOpt = typer.Option(None, "--seed", min=0, help="Seed of initialisation, data order and target sampling.")
-DeviceOpt = typer.Option(None, "--device", help="auto | cpu | cuda | mps.")
-AmpOpt = typer.Option(None, "--amp", help="none | bf16 (CUDA only).")
-ChannelsLastOpt = typer.Option(None, "--channels-last/--no-channels-last", help="channels_last memory format.")
-LoaderWorkersOpt = typer.Option(None, "--workers", help="DataLoader worker processes.")
-EvalEveryOpt = typer.Option(None, "--eval-every", help="Validate every k epochs (and after the last).")
-MinF1Opt = typer.Option(None, "--min-f1", help="Stop when validation F1 falls below this (reference --min_fscore).")
-EvalAttrOpt = typer.Option(None, "--eval-attribution", help="Attribution for validation EPG/IoU (default: the training one).")
-EvalLayerOpt = typer.Option(None, "--eval-layer", help="Layer for validation EPG/IoU (default: the training one).")
-IouThrOpt = typer.Option(None, "--iou-threshold", help="Fixed IoU threshold on min-max normalised maps (reference 0.5).")
-RestartOpt = typer.Option(False, "--restart", help="Start over in an existing run directory instead of resuming.")
+RESUME_HINT = "interrupted; the run directory keeps the last completed epoch: re-run the same command to resume"
 
 
-def _fit(stage: str, config: Optional[Path], values: dict[str, Any], restart: bool, as_json: bool) -> None:
-    from mgkit.config import build_config
+class PlainHelpCommand(TyperCommand):
+    """Click's plain help layout: full option names at any width, defaults and choices in the text, and
+    parsing errors in one line. Other commands can use it too: `@app.command("x", cls=PlainHelpCommand)`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["rich_markup_mode"] = None
+        super().__init__(*args, **kwargs)
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        # Unknown options and missing values: one line too, pointing at --help.
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except ClickUsageError as e:
+            _fail(f"{' '.join(e.format_message().split())} (see mgkit {self.name} --help)", 2)
+
+
+def _option_parameter(name: str, stage: str) -> inspect.Parameter:
+    from mgkit.config import OPTIONS, default_text
+
+    o = OPTIONS[name]
+    extra = {"metavar": o.metavar(), "show_default": False}
+    help_text = o.help_text()
+    if o.kind == "bool":
+        decls = [f"{o.flag}/--no-{o.key}"] if o.negatable else [o.flag, *([o.short] if o.short else [])]
+        annotation: Any = Optional[bool]
+        extra = {"show_default": False}
+        if o.negatable:
+            help_text += f" [default: {default_text(name, stage)}]"
+    else:
+        decls = [o.flag]
+        annotation = Optional[str]
+        help_text += (" [required: here or in --config]" if o.required
+                      else f" [default: {default_text(name, stage)}]")
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                             default=typer.Option(None, *decls, help=help_text, **extra))
+
+
+def _run_command(stage: str, doc: str) -> Callable[..., None]:
+    """A typer command whose options are the declared options of `stage`."""
+    from mgkit.config import options_for
+
+    def command(config: Optional[str] = None, restart: bool = False, as_json: bool = False, **values: Any) -> None:
+        _fit(stage, config, values, restart, as_json)
+
+    kw = inspect.Parameter.KEYWORD_ONLY
+    params = [inspect.Parameter("config", kw, annotation=Optional[str], default=typer.Option(
+        None, "--config", metavar="FILE", help="YAML file with any of these options, keys spelled as the flags "
+        "without dashes (e.g. lambda: 1e-3); flags given here override it."))]
+    params += [_option_parameter(name, stage) for name in options_for(stage)]
+    params += [
+        inspect.Parameter("restart", kw, annotation=bool, default=typer.Option(
+            False, "--restart", help="Start over in an existing run directory instead of resuming.")),
+        inspect.Parameter("as_json", kw, annotation=bool, default=typer.Option(
+            False, "--json", help="Print the summary as JSON on stdout.")),
+    ]
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__doc__ = doc
+    command.__name__ = f"{stage}_cmd"
+    return handle_errors(command, interrupted=RESUME_HINT)
+
+
+def _fit(stage: str, config: Optional[str], values: dict[str, Any], restart: bool, as_json: bool) -> None:
+    from mgkit.config import build_config, resolve
+
+    # Every option is checked before any data file is opened, network built or run directory written.
+    cfg = build_config(stage, values, config)
+    parent_model = None
+    if cfg.model is None and cfg.init_from is not None:
+        from mgkit.engine.checkpoint import load_checkpoint
+
+        parent_model = load_checkpoint(cfg.init_from)["model_name"]
+    cfg = resolve(cfg, parent_model)
+
     from mgkit.engine.trainer import fit
 
-    cfg = build_config(stage, values, config)
     summary = fit(cfg, restart=restart)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
         return
@@ -365,69 +439,29 @@ def _fit(stage: str, config: Optional[Path], values: dict[str, Any], restart: bo
     emit(summary, as_json, render)
 
 
-@app.command("train")
-@handle_errors
-def train_cmd(
-    config: Optional[Path] = ConfigOpt, data: Optional[Path] = DataOpt, out: Optional[Path] = RunOutOpt,
-    model: Optional[str] = ModelOpt,
-    pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="Start from ImageNet weights (local torch hub cache)."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Start from a weights file."),
-    epochs: Optional[int] = EpochsOpt, lr: Optional[float] = LrOpt, batch_size: Optional[int] = BatchOpt,
-    eval_batch_size: Optional[int] = EvalBatchOpt, seed: Optional[int] = RunSeedOpt,
-    device: Optional[str] = DeviceOpt, amp: Optional[str] = AmpOpt, channels_last: Optional[bool] = ChannelsLastOpt,
-    workers: Optional[int] = LoaderWorkersOpt, eval_every: Optional[int] = EvalEveryOpt,
-    min_f1: Optional[float] = MinF1Opt,
-    eval_attribution: Optional[str] = EvalAttrOpt, eval_layer: Optional[str] = EvalLayerOpt,
-    iou_threshold: Optional[float] = IouThrOpt,
-    restart: bool = RestartOpt, quiet: bool = QuietOpt, as_json: bool = JsonOpt,
-) -> None:
-    """Baseline training: BCE, Adam, constant learning rate (the reference's protocol).
+train_cmd = app.command("train", cls=PlainHelpCommand)(_run_command("train", """\
+Baseline training: BCE, Adam, constant learning rate (the reference's protocol).
 
-    Example: [bold]mgkit train --data data/voc.h5 --model bcos-resnet50 --pretrained --out runs/bcos-base[/bold]
-    """
-    values = dict(data=data, out=out, model=model, pretrained=pretrained, weights=weights, epochs=epochs, lr=lr,
-                  batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed, device=device, amp=amp,
-                  channels_last=channels_last, workers=workers, eval_every=eval_every, min_f1=min_f1,
-                  eval_attribution=eval_attribution, eval_layer=eval_layer, iou_threshold=iou_threshold,
-                  quiet=quiet or None)
-    _fit("train", config, {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()}, restart, as_json)
+Options come from the command line, else from --config FILE, else from the defaults shown (per model
+family where marked). Exit codes: 0 done, 2 bad usage (nothing written), 1 bad data or failed work.
 
+\b
+Example:
+  mgkit train --data data/voc.h5 --model bcos-resnet50 --pretrained \\
+      --out runs/bcos-base
+"""))
 
-@app.command("guide")
-@handle_errors
-def guide_cmd(
-    config: Optional[Path] = ConfigOpt, data: Optional[Path] = DataOpt, out: Optional[Path] = RunOutOpt,
-    init_from: Optional[Path] = typer.Option(None, "--from", help="Checkpoint to fine-tune (e.g. runs/BASE/checkpoints/best_f1.pt)."),
-    model: Optional[str] = ModelOpt,
-    loss: Optional[str] = typer.Option(None, "--loss", help="energy | l1 | ppce | rrr | energy-size."),
-    attribution: Optional[str] = typer.Option(None, "--attribution", help="ixg | bcos | gradcam | intgrad (default per family)."),
-    layer: Optional[str] = typer.Option(None, "--layer", help="input | mid1 | mid2 | mid3 | final."),
-    lam: Optional[float] = typer.Option(None, "--lambda", help="Weight of the localization loss (L = BCE + λ·L_loc)."),
-    targets: Optional[str] = typer.Option(None, "--targets", help="random: one ground-truth class per image per step (reference); all."),
-    dilate: Optional[float] = typer.Option(None, "--dilate", help="Grow each training box side by p·w and p·h."),
-    loc_reduction: Optional[str] = typer.Option(None, "--loc-reduction", help="sum (reference) or mean over annotated images."),
-    size_alpha: Optional[float] = typer.Option(None, "--size-alpha", help="α of energy-size: 1 − EPG / area^α."),
-    ig_steps: Optional[int] = typer.Option(None, "--ig-steps", help="Riemann steps of IntGrad on non-X-DNN models."),
-    epochs: Optional[int] = EpochsOpt, lr: Optional[float] = LrOpt, batch_size: Optional[int] = BatchOpt,
-    eval_batch_size: Optional[int] = EvalBatchOpt, seed: Optional[int] = RunSeedOpt,
-    device: Optional[str] = DeviceOpt, amp: Optional[str] = AmpOpt, channels_last: Optional[bool] = ChannelsLastOpt,
-    workers: Optional[int] = LoaderWorkersOpt, eval_every: Optional[int] = EvalEveryOpt,
-    min_f1: Optional[float] = MinF1Opt,
-    eval_attribution: Optional[str] = EvalAttrOpt, eval_layer: Optional[str] = EvalLayerOpt,
-    iou_threshold: Optional[float] = IouThrOpt,
-    restart: bool = RestartOpt, quiet: bool = QuietOpt, as_json: bool = JsonOpt,
-) -> None:
-    """Guided fine-tuning: L = BCE + λ · L_loc on attributions of one ground-truth class per image.
+guide_cmd = app.command("guide", cls=PlainHelpCommand)(_run_command("guide", """\
+Guided fine-tuning: L = BCE + λ · L_loc on attributions of one ground-truth class per image.
 
-    Example: [bold]mgkit guide --from runs/base/checkpoints/best_f1.pt --data data/voc.h5 --loss energy --attribution bcos --layer input --lambda 1e-3 --out runs/energy-input[/bold]
-    """
-    values = dict(data=data, out=out, init_from=init_from, model=model, loss=loss, attribution=attribution,
-                  layer=layer, lam=lam, targets=targets, dilate=dilate, loc_reduction=loc_reduction,
-                  size_alpha=size_alpha, ig_steps=ig_steps, epochs=epochs, lr=lr, batch_size=batch_size,
-                  eval_batch_size=eval_batch_size, seed=seed, device=device, amp=amp, channels_last=channels_last,
-                  workers=workers, eval_every=eval_every, min_f1=min_f1, eval_attribution=eval_attribution,
-                  eval_layer=eval_layer, iou_threshold=iou_threshold, quiet=quiet or None)
-    _fit("guide", config, {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()}, restart, as_json)
+Options come from the command line, else from --config FILE, else from the defaults shown (per model
+family where marked). Exit codes: 0 done, 2 bad usage (nothing written), 1 bad data or failed work.
+
+\b
+Example:
+  mgkit guide --from runs/base/checkpoints/best_f1.pt --data data/voc.h5 \\
+      --loss energy --layer input --lambda 1e-3 --out runs/energy-input
+"""))
 
 
 @app.command("export")
