@@ -414,16 +414,11 @@ def _run_command(stage: str, doc: str) -> Callable[..., None]:
 
 
 def _fit(stage: str, config: Optional[str], values: dict[str, Any], restart: bool, as_json: bool) -> None:
-    from mgkit.config import build_config, resolve
+    from mgkit.config import build_config
 
-    # Every option is checked before any data file is opened, network built or run directory written.
+    # Every option is checked before any data file is opened, network built or run directory written:
+    # the flags here, the model-dependent rules by fit() right after reading the --from checkpoint.
     cfg = build_config(stage, values, config)
-    parent_model = None
-    if cfg.model is None and cfg.init_from is not None:
-        from mgkit.engine.checkpoint import load_checkpoint
-
-        parent_model = load_checkpoint(cfg.init_from)["model_name"]
-    cfg = resolve(cfg, parent_model)
 
     from mgkit.engine.trainer import fit
 

@@ -35,10 +35,9 @@ ATTRIBUTIONS = ("ixg", "bcos", "gradcam", "intgrad")
 LAYERS = ("input", "mid1", "mid2", "mid3", "final")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
-# Per-family defaults and where they come from (paper.md §6):
-# - B-cos: lr 1e-4, batch 64, 300 baseline epochs, 50 guided epochs: the reference README's VOC example.
-# - vanilla and X-DNN: lr 1e-5, batch 16, 100 epochs: the reference's argparse defaults (the paper's
-#   supplement with per-backbone settings could not be read); guided fine-tuning 50 epochs as for B-cos.
+# Per-family training defaults, for --help only: the model registry's Family records
+# (mgkit.models.FAMILIES) are the source, and resolving a configuration reads them there. They are
+# mirrored here so that `--help` needs no torch import; tests/test_config.py checks the two agree.
 FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     "bcos": {"lr": 1e-4, "batch_size": 64, "train_epochs": 300, "guide_epochs": 50, "attribution": "bcos"},
     "vanilla": {"lr": 1e-5, "batch_size": 16, "train_epochs": 100, "guide_epochs": 50, "attribution": "ixg"},
@@ -51,25 +50,11 @@ TRAIN_DEFAULT_MODEL = "resnet50"
 RESUMABLE_CHANGES = frozenset({"quiet", "workers", "device", "epochs", "eval_batch_size"})
 
 
-def _model_family(model_name: str) -> str:
-    """The family of a registered model (vanilla / bcos / xdnn)."""
-    from mgkit.models import _REGISTRY  # lazy: importing torch is slow and --help should not pay for it
+def _family(model_name: str):
+    """The registry's Family record of a model (lazy: importing torch is slow and --help need not pay)."""
+    from mgkit.models import family_of
 
-    return _REGISTRY[model_name].family
-
-
-def _family_defaults(model_name: str) -> dict[str, Any]:
-    """Training defaults of a model's family: lr, batch_size, train_epochs, guide_epochs, attribution.
-
-    The single place that maps a model to its defaults (to be served by the model registry).
-    """
-    return FAMILY_DEFAULTS[_model_family(model_name)]
-
-
-def _supported_attributions(model_name: str) -> tuple[str, ...]:
-    from mgkit.models import FAMILY_ATTRIBUTIONS
-
-    return FAMILY_ATTRIBUTIONS[_model_family(model_name)]
+    return family_of(model_name)
 
 
 # ------------------------------------------------------------------------------------------ declarations
@@ -226,7 +211,9 @@ class RunConfig:
 
     def resolved(self, family: str) -> "RunConfig":
         """Fill the per-family defaults of the fields left at None (idempotent)."""
-        return self.with_defaults(FAMILY_DEFAULTS[family])
+        from mgkit.models import FAMILIES
+
+        return self.with_defaults(FAMILIES[family].training_defaults())
 
     def with_defaults(self, d: dict[str, Any]) -> "RunConfig":
         """Fill the fields left at None from one family's defaults `d` (a FAMILY_DEFAULTS record)."""
@@ -446,13 +433,13 @@ def check(cfg: RunConfig) -> None:
     """Checks that depend on the model (its family and the attributions it supports)."""
     if cfg.model is None:
         raise ValueError("check() needs a resolved configuration")
-    supported = _supported_attributions(cfg.model)
+    supported = _family(cfg.model).attributions
     for flag, value in (("--attribution", cfg.attribution), ("--eval-attribution", cfg.eval_attribution)):
         if value is not None and value not in supported:
             raise UsageError(f"{flag} {value} is not available for {cfg.model} (choose {', '.join(supported)})")
     # Riemann IntGrad replicates the batch along the path; in train mode BatchNorm would mix the path
     # points, so guided IntGrad uses X-DNN, where it is exact in one pass (the paper's choice).
-    if cfg.stage == GUIDE and cfg.attribution == "intgrad" and _model_family(cfg.model) != "xdnn":
+    if cfg.stage == GUIDE and cfg.attribution == "intgrad" and not _family(cfg.model).exact_intgrad:
         raise UsageError("--attribution intgrad for guidance needs an xdnn model "
                          "(elsewhere use it with --eval-attribution)")
 
@@ -468,7 +455,7 @@ def resolve(cfg: RunConfig, parent_model: str | None = None) -> RunConfig:
     if model not in MODELS:
         raise UsageError(f"--from {cfg.init_from} holds a {model} model, which this version of mgkit does not know")
     cfg = dataclasses.replace(cfg, model=model)
-    cfg = cfg.with_defaults(_family_defaults(model))
+    cfg = cfg.with_defaults(_family(model).training_defaults())
     check(cfg)
     return cfg
 

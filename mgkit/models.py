@@ -198,7 +198,7 @@ class Family:
     guide_epochs: int
 
     def training_defaults(self) -> dict[str, Any]:
-        """The defaults `RunConfig.resolved` fills in (the shape of config.FAMILY_DEFAULTS entries)."""
+        """The defaults `config.resolve` fills in (config.FAMILY_DEFAULTS mirrors them for --help)."""
         return {"lr": self.lr, "batch_size": self.batch_size, "train_epochs": self.train_epochs,
                 "guide_epochs": self.guide_epochs, "attribution": self.default_attribution}
 

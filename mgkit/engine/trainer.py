@@ -5,8 +5,6 @@ torchvision way: `setup` (processes, data checks, model, resume), `train_one_epo
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +17,7 @@ from torch.utils.data import DataLoader
 
 from mgkit import results
 from mgkit.artifacts import file_sha256, provenance, write_json_atomic
-from mgkit.attribution import METHODS
-from mgkit.config import RunConfig, config_from_dict, save_yaml
+from mgkit.config import RunConfig, config_from_dict, resolve, save_yaml
 from mgkit.data.format import open_dataset
 from mgkit.data.loader import H5Split, make_loader
 from mgkit.engine import distributed as D
@@ -31,43 +28,8 @@ from mgkit.engine.pareto import ParetoArchive
 from mgkit.engine.rundir import Run
 from mgkit.engine.step import StepSpec, train_step
 from mgkit.errors import MgkitError, UsageError
-from mgkit.losses import LOSSES
-from mgkit.models import LAYERS, MODEL_NAMES, Family, GuidedModel, create_model
+from mgkit.models import GuidedModel, create_model
 from mgkit.progress import Reporter, log
-
-
-def validate(cfg: RunConfig, family: Family) -> None:
-    """Flag values that cannot work together, each named."""
-    if cfg.loss is not None and cfg.loss not in LOSSES:
-        raise UsageError(f"--loss must be one of {', '.join(LOSSES)}, got {cfg.loss!r}")
-    supported = family.attributions
-    for flag, value in (("--attribution", cfg.attribution), ("--eval-attribution", cfg.eval_attribution)):
-        if value not in METHODS:
-            raise UsageError(f"{flag} must be one of {', '.join(METHODS)}, got {value!r}")
-        if value not in supported:
-            raise UsageError(f"{flag} {value} is not available for {cfg.model} (choose {', '.join(supported)})")
-    for flag, value in (("--layer", cfg.layer), ("--eval-layer", cfg.eval_layer)):
-        if value not in LAYERS:
-            raise UsageError(f"{flag} must be one of {', '.join(LAYERS)}, got {value!r}")
-    checks = [
-        (cfg.targets in ("random", "all"), f"--targets must be random or all, got {cfg.targets!r}"),
-        (cfg.loc_reduction in ("sum", "mean"), f"--loc-reduction must be sum or mean, got {cfg.loc_reduction!r}"),
-        (cfg.amp in ("none", "bf16"), f"--amp must be none or bf16, got {cfg.amp!r}"),
-        (cfg.epochs >= 1, "--epochs must be at least 1"),
-        (cfg.batch_size >= 1, "--batch-size must be at least 1"),
-        (math.isfinite(cfg.lr) and cfg.lr > 0, "--lr must be a positive number"),
-        (math.isfinite(cfg.lam) and cfg.lam >= 0, f"--lambda must be a finite number >= 0, got {cfg.lam}"),
-        (cfg.eval_every >= 1, "--eval-every must be at least 1"),
-        (cfg.dilate >= 0, "--dilate must be non-negative"),
-        (cfg.stage != "guide" or cfg.loss is not None, "mgkit guide needs --loss"),
-        # Riemann IntGrad replicates the batch along the path; in train mode BatchNorm would mix the
-        # path points, so guided IntGrad needs a family where it is exact in one pass (X-DNN, the paper's).
-        (cfg.stage != "guide" or cfg.attribution != "intgrad" or family.exact_intgrad,
-         "--attribution intgrad for guidance needs an xdnn model (elsewhere use it with --eval-attribution)"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise UsageError(message)
 
 
 @dataclass
@@ -104,21 +66,11 @@ def read_data_info(cfg: RunConfig) -> DataInfo:
                         ds.source, ds.task, float(ds.bbox_frac), ds.split_info("val").group_names)
 
 
-def _resolve(cfg: RunConfig, data_classes: list[str]) -> tuple[RunConfig, dict[str, Any] | None]:
-    """Load the parent checkpoint (guide) and fill the model name from it, or the train default."""
-    parent = None
-    if cfg.stage == "guide":
-        if not cfg.init_from:
-            raise UsageError("mgkit guide needs --from CHECKPOINT (e.g. runs/BASE/checkpoints/best_f1.pt)")
-        parent = load_checkpoint(cfg.init_from)
-        if cfg.model is None:
-            cfg = dataclasses.replace(cfg, model=parent["model_name"])
-        check_compatible(parent, cfg.init_from, model_name=cfg.model, classes=data_classes)
-    if cfg.model is None:
-        cfg = dataclasses.replace(cfg, model="resnet50")
-    if cfg.model not in MODEL_NAMES:
-        raise UsageError(f"--model must be one of {', '.join(MODEL_NAMES)}, got {cfg.model!r}")
-    return cfg, parent
+def _resolve(cfg: RunConfig) -> tuple[RunConfig, dict[str, Any] | None]:
+    """Read the parent checkpoint (guide), then fill the model and per-family defaults and run the
+    model-dependent checks (config.resolve), all before any data file is opened."""
+    parent = load_checkpoint(cfg.init_from) if cfg.stage == "guide" else None
+    return resolve(cfg, parent["model_name"] if parent is not None else None), parent
 
 
 @dataclass
@@ -168,13 +120,13 @@ class Trainer:
 def setup(cfg: RunConfig, env: D.DistEnv, restart: bool) -> Trainer:
     """Check the data, build the model (from the parent checkpoint for guide), resume if the run
     directory holds a last.pt of the same configuration, write config.yaml and provenance.json."""
+    cfg, parent = _resolve(cfg)
     data = read_data_info(cfg)
-    cfg, parent = _resolve(cfg, data.classes)
+    if parent is not None:
+        check_compatible(parent, cfg.init_from, model_name=cfg.model, classes=data.classes)
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model, len(data.classes), pretrained=cfg.pretrained and parent is None,
                          weights=cfg.weights if parent is None else None)
-    cfg = cfg.resolved(model.family.name)
-    validate(cfg, model.family)
     if parent is not None:
         model.net.load_state_dict(parent["model"])
     device = D.pick_device(cfg.device, env)
