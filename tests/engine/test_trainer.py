@@ -157,7 +157,7 @@ def test_checkpoint_mismatch_refused(untrained, tiny_data, tiny_birds, tmp_path)
     (dict(loss="energy", layer="mid9"), "--layer must be one of"),
     (dict(loss=None), "needs --loss"),
     (dict(loss="energy", attribution="intgrad"), "needs an xdnn model"),
-    (dict(loss="energy", lam=float("nan")), "--lambda must be a finite number"),
+    (dict(loss="energy", lam=float("nan")), "--lambda must be a number ≥ 0, got nan"),
 ])
 def test_bad_guide_flags(untrained, tiny_data, tmp_path, kw, message):
     with pytest.raises(UsageError, match=message):
