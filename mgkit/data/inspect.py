@@ -9,10 +9,19 @@ from typing import Any
 import numpy as np
 
 from mgkit.data.format import open_dataset
+from mgkit.errors import FormatError
 
 
 def summarize(path: str | Path) -> dict[str, Any]:
     """Everything `inspect` shows, as plain data; raises FormatError on the first problem found."""
+    try:
+        return _summarize(path)
+    except (OSError, ValueError, KeyError) as e:  # damaged bytes past the layout checks
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise FormatError(f"{path}: damaged file ({type(e).__name__}: {first})") from None
+
+
+def _summarize(path: str | Path) -> dict[str, Any]:
     with open_dataset(path) as ds:
         out: dict[str, Any] = {
             "path": str(path), "source": ds.source, "task": ds.task, "classes": ds.classes,

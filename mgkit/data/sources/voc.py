@@ -78,6 +78,8 @@ def plan(root: Path, year: str = "2007", exclude_difficult: bool = False) -> Sou
                                         seg, exclude_difficult))
 
     splits = {split: [record(i) for i in _read_ids(path)] for split, path in split_files.items()}
+    warnings = [f"{split_files[split]} lists no images: the {split} split will be empty"
+                for split, records in splits.items() if not records]
     provenance = {
         "source_root": str(root),
         "year": year,
@@ -89,12 +91,18 @@ def plan(root: Path, year: str = "2007", exclude_difficult: bool = False) -> Sou
     }
     return SourcePlan(source="voc", task="multilabel", classes=list(CLASSES), splits=splits, load=load,
                       provenance=provenance, segmentation_splits=set(splits) if seg_names else set(),
-                      notes=notes)
+                      notes=notes, warnings=warnings)
 
 
 def _read_ids(path: Path) -> list[str]:
     """Image ids of an ImageSets/Main list: first word of each non-empty line."""
-    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise MgkitError(f"{path}: not a text file of image ids") from None
+    except OSError as e:
+        raise MgkitError(f"{path}: cannot be read ({(e.strerror or type(e).__name__).lower()})") from None
+    return [line.split()[0] for line in text.splitlines() if line.strip()]
 
 
 def parse_annotation(xml_path: str, exclude_difficult: bool = False) -> tuple[int, int, list[tuple], int]:
