@@ -74,6 +74,8 @@ def plan(root: Path | None = None, year: str = "2014", train_split_file: Path | 
          test_ann_file: Path | None = None, test_image_dir: Path | None = None, seed: int = 0) -> SourcePlan:
     """Describe COCO train / val / test; the instances JSONs are read here, images in `load`."""
     root = Path(root) if root is not None else None
+    if root is not None and root.exists() and not root.is_dir():
+        raise MgkitError(f"{root}: is a file; --root must be the COCO folder holding annotations/")
     if root is not None and not root.is_dir():
         raise MgkitError(f"{root}: COCO root not found")
     if val_ann_file is not None and val_split_file is not None:

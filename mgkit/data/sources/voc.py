@@ -48,6 +48,8 @@ class VocItem:
 def plan(root: Path, year: str = "2007", exclude_difficult: bool = False) -> SourcePlan:
     """Describe VOC{year} under the VOCdevkit folder `root` (split lists are read, XMLs are not)."""
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise MgkitError(f"{root}: is a file; --root must be the VOCdevkit folder holding VOC{year}/")
     if not root.is_dir():
         raise MgkitError(f"{root}: VOC root not found (pass the VOCdevkit folder holding VOC{year}/)")
     base = root / f"VOC{year}"
