@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from mgkit.cli import app
 from mgkit.data.prepare import run_prepare
 from mgkit.data.sources import synthetic
-from tests.data.fixtures import make_coco, make_voc
+from tests.data.fixtures import make_coco, make_voc, make_waterbirds
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -58,6 +58,36 @@ def voc_root_is_file(tmp, mp):
 
 def voc_missing_root(tmp, mp):
     return ["prepare", "voc", "--root", tmp / "nowhere", "--size", "16", "--out", "OUT"]
+
+
+def voc_root_is_voc2007(tmp, mp):
+    return ["prepare", "voc", "--root", make_voc(tmp / "src") / "VOC2007", "--size", "16", "--out", "OUT"]
+
+
+def voc_wrong_year(tmp, mp):
+    return ["prepare", "voc", "--root", make_voc(tmp / "src"), "--year", "2012", "--size", "16", "--out", "OUT"]
+
+
+def coco_ann_file_is_folder(tmp, mp):
+    root = make_coco(tmp / "src")
+    return ["prepare", "coco", "--train-ann-file", root / "annotations", "--train-image-dir", root / "train2014",
+            "--size", "16", "--out", "OUT"]
+
+
+def waterbirds_binary_metadata(tmp, mp):
+    root, _ = make_waterbirds(tmp / "src")
+    (root / "metadata.csv").write_bytes(bytes(range(128, 256)) * 4)
+    return ["prepare", "waterbirds", "--root", root, "--size", "16", "--out", "OUT"]
+
+
+def waterbirds_root_is_file(tmp, mp):
+    (tmp / "metadata.csv").write_text("img_filename,y,split,place\n")
+    return ["prepare", "waterbirds", "--root", tmp / "metadata.csv", "--size", "16", "--out", "OUT"]
+
+
+def reference_root_is_file(tmp, mp):
+    (tmp / "train.pt").write_bytes(b"x")
+    return ["prepare", "reference", "--root", tmp / "train.pt", "--dataset", "voc", "--out", "OUT"]
 
 
 def coco_orphan_annotation(tmp, mp):
@@ -172,6 +202,13 @@ CASES: list[tuple[Callable, int, str, bool]] = [
     (voc_empty_val, 0, "split 'val' is empty", True),
     (voc_root_is_file, 1, "notes.txt: is a file; --root must be the VOCdevkit folder", False),
     (voc_missing_root, 1, "nowhere: VOC root not found", False),
+    (voc_root_is_voc2007, 1, "looks like the VOC2007 folder itself", False),
+    (voc_wrong_year, 1, "VOC2012: not found; --root must be the VOCdevkit folder that holds VOC2012/; ", False),
+    (voc_wrong_year, 1, "pass --year 2007", False),
+    (coco_ann_file_is_folder, 1, "annotations: is a folder; the train annotation file must be a JSON file", False),
+    (waterbirds_binary_metadata, 1, "metadata.csv: not a text file", False),
+    (waterbirds_root_is_file, 1, "metadata.csv: is a file; --root must be the Waterbirds folder", False),
+    (reference_root_is_file, 1, "train.pt: is a file; --root must be the folder holding", False),
     (coco_orphan_annotation, 0, "1 annotations name an image_id that is not in 'images' (e.g. 4242)", True),
     (coco_no_file_name, 1, "instances_train2014.json: image id 25 has no 'file_name'", False),
     (coco_no_file_name_skip, 0, "", True),

@@ -224,6 +224,8 @@ def seeded_split(ids: list[int], val_frac: float, seed: int) -> tuple[list[int],
 
 
 def _read_json(path: Path, what: str) -> Any:
+    if path.is_dir():
+        raise MgkitError(f"{path}: is a folder; the {what} must be a JSON file")
     if not path.is_file():
         raise MgkitError(f"{path}: {what} not found")
     try:

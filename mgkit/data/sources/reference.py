@@ -39,6 +39,8 @@ def plan(root: Path, dataset: str) -> SourcePlan:
         raise UsageError(f"--dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
     classes = DATASETS[dataset]
     root = Path(root)
+    if root.is_file():
+        raise MgkitError(f"{root}: is a file; --root must be the folder holding train.pt, val.pt and test.pt")
     if not root.is_dir():
         raise MgkitError(f"{root}: folder of reference .pt files not found")
     paths = {s: root / f"{s}.pt" for s in SPLITS if (root / f"{s}.pt").is_file()}

@@ -54,7 +54,12 @@ def plan(root: Path, year: str = "2007", exclude_difficult: bool = False) -> Sou
         raise MgkitError(f"{root}: VOC root not found (pass the VOCdevkit folder holding VOC{year}/)")
     base = root / f"VOC{year}"
     if not base.is_dir():
-        raise MgkitError(f"{base}: not found; --root must be the VOCdevkit folder that holds VOC{year}/")
+        if (root / "Annotations").is_dir() and (root / "ImageSets").is_dir():
+            raise MgkitError(f"{root} looks like the VOC{year} folder itself; --root must be the VOCdevkit folder "
+                             f"that holds it (--root {root.resolve().parent})")
+        others = sorted(p.name for p in root.glob("VOC[0-9][0-9][0-9][0-9]") if p.is_dir())
+        hint = f"; {root} holds {', '.join(others)}: pass --year {others[-1][3:]}" if others else ""
+        raise MgkitError(f"{base}: not found; --root must be the VOCdevkit folder that holds VOC{year}/{hint}")
     ann_dir, img_dir, seg_dir = base / "Annotations", base / "JPEGImages", base / "SegmentationClass"
     for d in (ann_dir, img_dir):
         if not d.is_dir():
