@@ -127,8 +127,12 @@ def _prepare(plan_fn: Callable[[], Any], out: Path, size: int, bbox_frac: float,
     for warning in plan.warnings:
         typer.echo(f"warning: {warning}", err=True)
     opts = {**options, "size": size, "bbox_frac": bbox_frac, "seed": seed, "skip_bad": skip_bad}
-    summary = run_prepare(plan, out, size=size, bbox_frac=bbox_frac, seed=seed, workers=workers, force=force,
-                          skip_bad=skip_bad, options=opts, quiet=quiet)
+    try:
+        summary = run_prepare(plan, out, size=size, bbox_frac=bbox_frac, seed=seed, workers=workers, force=force,
+                              skip_bad=skip_bad, options=opts, quiet=quiet)
+    except OSError as e:  # disk full, folder removed meanwhile, ...: the temporary file is already gone
+        reason = e.strerror or (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise MgkitError(f"{e.filename or out}: writing the data set failed ({reason}); nothing was written") from None
     for warning in summary["warnings"][len(plan.warnings):]:
         typer.echo(f"warning: {warning}", err=True)
 

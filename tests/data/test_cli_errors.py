@@ -120,6 +120,16 @@ def coco_no_annotations(tmp, mp):
     return ["prepare", "coco", "--root", tmp / "empty", "--size", "16", "--out", "OUT"]
 
 
+def disk_full(tmp, mp):
+    from mgkit.data import format as fmt
+
+    def full(self, *a, **k):
+        raise OSError(28, "No space left on device")
+
+    mp.setattr(fmt.SplitWriter, "flush", full)
+    return ["prepare", "synthetic", "--size", "16", "--train", "2", "--val", "1", "--test", "1", "--out", "OUT", "-q"]
+
+
 def synthetic_huge_size(tmp, mp):
     return ["prepare", "synthetic", "--size", "100000", "--out", "OUT"]
 
@@ -214,6 +224,7 @@ CASES: list[tuple[Callable, int, str, bool]] = [
     (coco_no_file_name_skip, 0, "", True),
     (coco_2017_layout, 1, "pass --year 2017", False),
     (coco_no_annotations, 1, "--train-ann-file", False),
+    (disk_full, 1, "d.h5: writing the data set failed (No space left on device); nothing was written", False),
     (synthetic_huge_size, 2, "--size 100000 is too large (at most 2048", False),
     (out_read_only, 1, "cannot write in", False),
     (out_is_directory, 2, "d.h5 is a directory", False),
