@@ -126,6 +126,30 @@ def _safe_load(load: Callable[[Record, int], Sample], size: int, record: Record)
         return e
 
 
+def estimated_bytes(plan: SourcePlan, size: int) -> int:
+    """Bytes the images (and segmentation maps) of `plan` take in the file: stored uncompressed."""
+    total = 0
+    for split, records in plan.splits.items():
+        per_image = size * size * (3 + (split in plan.segmentation_splits))
+        total += len(records) * per_image
+    return total
+
+
+def _check_space(plan: SourcePlan, out: Path, size: int) -> None:
+    """Refuse up front when the output folder cannot hold the file (instead of failing hours later)."""
+    import shutil
+
+    need = estimated_bytes(plan, size)
+    folder = next((p for p in (out.parent, *out.parent.parents) if p.is_dir()), Path("."))
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    if need > free:
+        raise MgkitError(f"{out}: the images need about {need / 2**30:.1f} GiB, but {folder} has "
+                         f"{free / 2**30:.1f} GiB free (choose another --out, a smaller --size or fewer images)")
+
+
 def empty_split_warning(split: str, records: int, skipped: int) -> str:
     """The warning for a split that ends up with no images."""
     why = f"all {skipped} images were skipped" if records else "the source lists no images for it"
@@ -143,6 +167,7 @@ def run_prepare(plan: SourcePlan, out: str | Path, *, size: int, bbox_frac: floa
     out = Path(out)
     if out.exists() and not force:
         raise MgkitError(f"{out} already exists; pass --force to overwrite it")
+    _check_space(plan, out, size)
     summary: dict[str, Any] = {"out": str(out), "source": plan.source, "splits": {}, "notes": list(plan.notes),
                                "warnings": list(plan.warnings), "source_stats": dict(plan.source_stats)}
     prov = base_provenance(**plan.provenance)

@@ -130,6 +130,17 @@ def disk_full(tmp, mp):
     return ["prepare", "synthetic", "--size", "16", "--train", "2", "--val", "1", "--test", "1", "--out", "OUT", "-q"]
 
 
+def no_disk_space(tmp, mp):
+    import shutil
+
+    mp.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**12, 10**12 - 1000, 1000))
+    return ["prepare", "synthetic", "--size", "64", "--train", "20", "--val", "1", "--test", "1", "--out", "OUT"]
+
+
+def synthetic_huge_count(tmp, mp):
+    return ["prepare", "synthetic", "--size", "16", "--train", "100000000", "--out", "OUT"]
+
+
 def synthetic_huge_size(tmp, mp):
     return ["prepare", "synthetic", "--size", "100000", "--out", "OUT"]
 
@@ -225,6 +236,8 @@ CASES: list[tuple[Callable, int, str, bool]] = [
     (coco_2017_layout, 1, "pass --year 2017", False),
     (coco_no_annotations, 1, "--train-ann-file", False),
     (disk_full, 1, "d.h5: writing the data set failed (No space left on device); nothing was written", False),
+    (no_disk_space, 1, "the images need about 0.0 GiB, but", False),
+    (synthetic_huge_count, 2, "--train 100000000 is too large (at most 1,000,000 images per split)", False),
     (synthetic_huge_size, 2, "--size 100000 is too large (at most 2048", False),
     (out_read_only, 1, "cannot write in", False),
     (out_is_directory, 2, "d.h5 is a directory", False),
