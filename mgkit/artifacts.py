@@ -9,18 +9,93 @@ import json
 import os
 import platform
 import subprocess
+import re
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
 from mgkit import __version__
-from mgkit.errors import MgkitError
+from mgkit.errors import MgkitError, UsageError
+
+
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", platform.node() or "host")[:40]
+_umask_lock = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where /proc allows (Linux), else by a locked swap."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _umask_lock:
+        old = os.umask(0o077)
+        os.umask(old)
+    return old
+
+
+def _tmp_prefix(path: Path) -> str:
+    return f".{path.name}.{_HOST}."
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):  # someone else's process, or not a pid
+        return True
+    return True
+
+
+def remove_stale_tmp(path: Path) -> list[Path]:
+    """Delete temporary siblings of `path` left by writers of this host that no longer run (SIGKILL, OOM).
+
+    Temporary names are `.{name}.{host}.{pid}.{random}.tmp`; a file whose writer's PID is alive, or that
+    was written on another host (a shared folder on a cluster), is left alone.
+    """
+    prefix = _tmp_prefix(path)
+    removed = []
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        pid, _, rest = name[len(prefix):-len(".tmp")].partition(".")
+        if not pid.isdigit() or not rest or "." in rest or _pid_alive(int(pid)):
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+    return removed
+
+
+def _folder_error(folder: Path, e: OSError) -> MgkitError:
+    reason = e.strerror or type(e).__name__
+    return MgkitError(f"cannot write in {folder}: {reason.lower()}")
 
 
 def tmp_path_for(path: Path) -> Path:
-    """A unique temporary name beside `path`, so the final rename stays on one file system."""
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    """A unique temporary name beside `path` (so the final rename stays on one file system).
+
+    The name carries this host and PID, so a later writer can tell a dead writer's leftovers; the
+    file gets the mode the umask allows (mkstemp alone would make it 0600).
+    """
+    try:
+        fd, name = tempfile.mkstemp(prefix=f"{_tmp_prefix(path)}{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise _folder_error(path.parent, e) from None
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())
+    finally:
+        os.close(fd)
     return Path(name)
 
 
@@ -29,15 +104,29 @@ def atomic_path(path: str | Path, *, force: bool = True) -> Iterator[Path]:
     """Yield a temporary path; rename it to `path` only when the block finishes without error.
 
     On any exception (Ctrl-C included) the temporary file is removed, so `path` never holds a
-    half-written artifact and an existing file there is left untouched.
+    half-written artifact and an existing file there is left untouched. Temporary files of earlier
+    writers of `path` that were killed (SIGKILL leaves no chance to clean up) are removed first.
     """
     path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{path} is a directory; give a file name")
     if path.exists() and not force:
         raise MgkitError(f"{path} already exists; pass --force to overwrite it")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UsageError(f"{path.parent} is a file, not a folder") from None
+    except OSError as e:
+        if isinstance(e, NotADirectoryError):
+            raise UsageError(f"{path.parent}: a part of this path is a file, not a folder") from None
+        raise _folder_error(path.parent, e) from None
+    remove_stale_tmp(path)
     tmp = tmp_path_for(path)
+    mode = 0o666 & ~current_umask()
     try:
         yield tmp
+        if tmp.exists():  # the writer may have replaced the file: keep the umask's mode
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -113,20 +113,47 @@ JsonOpt = typer.Option(False, "--json", help="Print the summary as JSON on stdou
 SkipBadOpt = typer.Option(False, "--skip-bad", help="Skip unreadable images or annotations and count them, instead of stopping.")
 
 
+def _check_out(out: Path, force: bool) -> None:
+    """Refuse an --out that cannot become the output file, before any work is done."""
+    from mgkit.artifacts import remove_stale_tmp
+
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a directory; give the path of the .h5 file to write")
+    if out.exists() and not force:
+        raise MgkitError(f"{out} already exists; pass --force to overwrite it")
+    folder = next((p for p in (out.parent, *out.parent.parents) if p.exists()), Path("."))
+    if not folder.is_dir():
+        raise UsageError(f"--out {out}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise MgkitError(f"cannot write in {folder}: permission denied (choose another --out)")
+    remove_stale_tmp(out)  # leftovers of a killed earlier run
+
+
 def _prepare(plan_fn: Callable[[], Any], out: Path, size: int, bbox_frac: float, seed: int, workers: int,
              force: bool, skip_bad: bool, quiet: bool, as_json: bool, options: dict[str, Any]) -> None:
-    from mgkit.data.prepare import run_prepare
+    from mgkit.data.prepare import MAX_SIZE, run_prepare
     from mgkit.progress import log
 
     out = Path(out)
-    if out.exists() and not force:
-        raise MgkitError(f"{out} already exists; pass --force to overwrite it")
+    if size > MAX_SIZE:
+        raise UsageError(f"--size {size} is too large (at most {MAX_SIZE} pixels; the paper uses 224)")
+    _check_out(out, force)
     plan = plan_fn()
     for note in plan.notes:
         log(f"note: {note}", quiet=quiet)
+    # Warnings show even with --quiet (the file may not be what was meant); the source's before the
+    # long run, those found while writing (empty splits) after it.
+    for warning in plan.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     opts = {**options, "size": size, "bbox_frac": bbox_frac, "seed": seed, "skip_bad": skip_bad}
-    summary = run_prepare(plan, out, size=size, bbox_frac=bbox_frac, seed=seed, workers=workers, force=force,
-                          skip_bad=skip_bad, options=opts, quiet=quiet)
+    try:
+        summary = run_prepare(plan, out, size=size, bbox_frac=bbox_frac, seed=seed, workers=workers, force=force,
+                              skip_bad=skip_bad, options=opts, quiet=quiet)
+    except OSError as e:  # disk full, folder removed meanwhile, ...: the temporary file is already gone
+        reason = e.strerror or (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise MgkitError(f"{e.filename or out}: writing the data set failed ({reason}); nothing was written") from None
+    for warning in summary["warnings"][len(plan.warnings):]:
+        typer.echo(f"warning: {warning}", err=True)
 
     def render(s: dict[str, Any]) -> None:
         typer.echo(f"wrote {s['out']} ({s['source']})")
@@ -134,6 +161,11 @@ def _prepare(plan_fn: Callable[[], Any], out: Path, size: int, bbox_frac: float,
             extra = "".join(f", {k.replace('_', ' ')} {v}" for k, v in c.items()
                             if k not in ("images", "boxes", "annotated", "skipped_files") and v)
             typer.echo(f"  {split}: {c['images']} images, {c['boxes']} boxes, {c['annotated']} annotated{extra}")
+        for key, value in s["source_stats"].items():
+            if value:
+                typer.echo(f"  source: {key.replace('_', ' ')} {value}")
+        if s["warnings"]:
+            typer.echo(f"  {len(s['warnings'])} warning(s), see above")
 
     emit(summary, as_json, render)
 
@@ -319,8 +351,7 @@ def prepare_reference(
     """
     from mgkit.data.sources import reference
 
-    if out.exists() and not force:  # before opening possibly huge .pt files
-        raise MgkitError(f"{out} already exists; pass --force to overwrite it")
+    _check_out(out, force)  # before opening possibly huge .pt files
     plan = reference.plan(root, dataset=dataset)
     _prepare(lambda: plan, out, plan.native_size, bbox_frac, seed, 0, force, False, quiet, as_json,
              {"source": "reference", "root": str(root), "dataset": dataset})

@@ -214,39 +214,49 @@ class DatasetFile:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        if not self.path.exists():
-            raise FormatError(f"{self.path}: no such data file (make one with `mgkit prepare`)")
-        try:
-            self.h5 = h5py.File(self.path, "r")
-        except OSError as e:
-            raise FormatError(f"{self.path}: not a readable HDF5 file ({e})") from None
+        self._checked: set[str] = set()
+        self.h5 = _open_h5(self.path)
         try:
             problem = _first_problem(self.h5)
         except Exception as e:  # a damaged file can fail anywhere inside h5py
-            problem = f"damaged file ({e})"
+            problem = f"damaged file ({type(e).__name__}: {_first_line(e)})"
         if problem:
             self.h5.close()
             raise FormatError(f"{self.path}: {problem}")
         a = self.h5.attrs
-        self.source: str = str(a["source"])
-        self.task: str = str(a["task"])
-        self.classes: list[str] = json.loads(a["classes"])
-        self.image_size: tuple[int, int] = tuple(int(v) for v in a["image_size"])
-        self.bbox_frac: float = float(a["bbox_frac"])
-        self.seed: int = int(a["seed"])
-        self.mask_mode: str = str(a.get("mask_mode", "inside"))
-        self.options: dict[str, Any] = json.loads(a["options"])
-        self.provenance: dict[str, Any] = json.loads(a["provenance"])
-        self.splits: list[str] = [k for k in self.h5.keys() if isinstance(self.h5[k], h5py.Group)]
+        try:
+            self.source: str = str(a["source"])
+            self.task: str = str(a["task"])
+            self.classes: list[str] = json.loads(a["classes"])
+            self.image_size: tuple[int, int] = tuple(int(v) for v in a["image_size"])
+            self.bbox_frac: float = float(a["bbox_frac"])
+            self.seed: int = int(a["seed"])
+            self.mask_mode: str = str(a.get("mask_mode", "inside"))
+            self.options: dict[str, Any] = json.loads(a["options"])
+            self.provenance: dict[str, Any] = json.loads(a["provenance"])
+            self.splits: list[str] = [k for k in self.h5.keys() if isinstance(self.h5[k], h5py.Group)]
+        except Exception as e:  # attributes of the wrong type or not JSON
+            self.h5.close()
+            raise FormatError(f"{self.path}: unreadable root attributes ({type(e).__name__}: {_first_line(e)})") from None
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
     def split(self, name: str) -> h5py.Group:
+        """The group of split `name`, its values checked on first access (see `split_problem`)."""
         if name not in self.splits:
             raise FormatError(f"{self.path}: no split '{name}' (has {', '.join(self.splits)})")
-        return self.h5[name]
+        g = self.h5[name]
+        if name not in self._checked:
+            try:
+                problem = split_problem(g, name, self.num_classes, self.image_size)
+            except Exception as e:  # a damaged file can fail anywhere inside h5py
+                problem = f"split '{name}' cannot be read ({type(e).__name__}: {_first_line(e)})"
+            if problem:
+                raise FormatError(f"{self.path}: {problem}")
+            self._checked.add(name)
+        return g
 
     def split_info(self, name: str) -> SplitInfo:
         g = self.split(name)
@@ -266,6 +276,76 @@ class DatasetFile:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def _open_h5(path: Path) -> h5py.File:
+    """Open `path` read-only, with one-line errors for the usual wrong paths."""
+    if not path.exists():
+        raise FormatError(f"{path}: no such data file (make one with `mgkit prepare`)")
+    if path.is_dir():
+        raise FormatError(f"{path}: is a directory, not a data file (give the .h5 file made by `mgkit prepare`)")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise FormatError(f"{path}: cannot be read ({(e.strerror or type(e).__name__).lower()})") from None
+    if head != b"\x89HDF\r\n\x1a\n":
+        raise FormatError(f"{path}: not a readable HDF5 file (not an mgkit data file; make one with `mgkit prepare`)")
+    try:
+        return h5py.File(path, "r")
+    except OSError as e:
+        raise FormatError(f"{path}: not a readable HDF5 file (damaged or truncated: {_first_line(e)})") from None
+
+
+def split_problem(g: h5py.Group, split: str, num_classes: int, image_size: tuple[int, int]) -> str | None:
+    """The first wrong value in a split's small arrays, or None; what `inspect` and every reader check.
+
+    Reads labels, box_index, boxes and groups (small next to the images, which are not read): labels
+    are 0/1, box_index runs non-decreasing from 0 to the number of boxes, box class ids are integers
+    in 0..K-1 among their image's labels, boxes are non-empty and inside the H x W grid.
+    """
+    h, w = image_size
+    labels = g["labels"][:]
+    if labels.size and labels.max() > 1:
+        return f"'{split}/labels' holds values other than 0 and 1"
+    index = g["box_index"][:]
+    boxes = g["boxes"][:]
+    if len(index) and index[0] != 0:
+        return f"'{split}/box_index' starts at {index[0]}, expected 0"
+    step = np.diff(index)
+    if np.any(step < 0):
+        i = int(np.flatnonzero(step < 0)[0])
+        return f"'{split}/box_index' decreases at image {i} ({index[i]} -> {index[i + 1]}); it must be non-decreasing"
+    if len(index) and index[-1] != len(boxes):
+        return f"'{split}/box_index' ends at {index[-1]}, but '{split}/boxes' has {len(boxes)} rows"
+    if len(boxes):
+        if not np.all(np.isfinite(boxes)):
+            return f"'{split}/boxes' holds NaN or infinite values"
+        cls = boxes[:, 0]
+        if np.any(cls < 0) or np.any(cls >= num_classes) or np.any(cls != np.round(cls)):
+            return f"'{split}/boxes' has class ids outside 0..{num_classes - 1}"
+        x0, y0, x1, y1 = boxes[:, 1], boxes[:, 2], boxes[:, 3], boxes[:, 4]
+        if np.any(x0 < 0) or np.any(y0 < 0) or np.any(x1 > w) or np.any(y1 > h):
+            return f"'{split}/boxes' has coordinates outside the {w}x{h} grid"
+        if np.any(x0 >= x1) or np.any(y0 >= y1):
+            return f"'{split}/boxes' has empty boxes (x0 >= x1 or y0 >= y1)"
+        owner = np.repeat(np.arange(len(index) - 1), step)
+        if np.any(labels[owner, cls.astype(np.int64)] == 0):
+            return f"'{split}/boxes' has a box whose class is not among its image's labels"
+    if "groups" in g:
+        names = g.attrs.get("group_names")
+        try:
+            count = len(json.loads(names))
+        except (TypeError, ValueError):
+            return f"'{split}' attribute group_names is not a JSON list"
+        groups = g["groups"][:]
+        if len(groups) and (groups.min() < -1 or groups.max() >= count):
+            return f"'{split}/groups' has values outside -1..{count - 1}"
+    return None
 
 
 def _first_problem(h5: h5py.File) -> str | None:

@@ -26,6 +26,10 @@ from mgkit.progress import Reporter
 
 # Guidance subsample applies to this split only; val/test keep every box for evaluation.
 GUIDANCE_SPLIT = "train"
+# Splits `mgkit train` and `mgkit guide` read: an empty or missing one is worth a warning.
+TRAINING_SPLITS = ("train", "val")
+# Largest --size: 64 buffered images of 2048 x 2048 x 3 bytes are 800 MB; far larger sizes exhaust memory.
+MAX_SIZE = 2048
 
 
 class BadSample(MgkitError):
@@ -55,6 +59,8 @@ class SourcePlan:
     mask_mode: str = "inside"
     has_boxes: bool = True  # False: no image may be marked annotated (e.g. Waterbirds without CUB)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # legal but surprising input (printed, in the summary)
+    source_stats: dict[str, int] = field(default_factory=dict)  # e.g. annotations dropped while reading
     workers_ok: bool = True  # False when load() relies on in-process state
     native_size: int | None = None  # sources whose images are already resized (reference .pt files)
 
@@ -120,6 +126,38 @@ def _safe_load(load: Callable[[Record, int], Sample], size: int, record: Record)
         return e
 
 
+def estimated_bytes(plan: SourcePlan, size: int) -> int:
+    """Bytes the images (and segmentation maps) of `plan` take in the file: stored uncompressed."""
+    total = 0
+    for split, records in plan.splits.items():
+        per_image = size * size * (3 + (split in plan.segmentation_splits))
+        total += len(records) * per_image
+    return total
+
+
+def _check_space(plan: SourcePlan, out: Path, size: int) -> None:
+    """Refuse up front when the output folder cannot hold the file (instead of failing hours later)."""
+    import shutil
+
+    need = estimated_bytes(plan, size)
+    folder = next((p for p in (out.parent, *out.parent.parents) if p.is_dir()), Path("."))
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    if need > free:
+        raise MgkitError(f"{out}: the images need about {need / 2**30:.1f} GiB, but {folder} has "
+                         f"{free / 2**30:.1f} GiB free (choose another --out, a smaller --size or fewer images)")
+
+
+def empty_split_warning(split: str, records: int, skipped: int) -> str:
+    """The warning for a split that ends up with no images."""
+    why = f"all {skipped} images were skipped" if records else "the source lists no images for it"
+    need = (f"; `mgkit train` and `mgkit guide` need images in {' and '.join(TRAINING_SPLITS)}"
+            if split in TRAINING_SPLITS else "")
+    return f"split '{split}' is empty ({why}){need}"
+
+
 def run_prepare(plan: SourcePlan, out: str | Path, *, size: int, bbox_frac: float, seed: int,
                 workers: int = 0, force: bool = False, skip_bad: bool = False,
                 options: dict[str, Any] | None = None, quiet: bool = False) -> dict[str, Any]:
@@ -129,7 +167,9 @@ def run_prepare(plan: SourcePlan, out: str | Path, *, size: int, bbox_frac: floa
     out = Path(out)
     if out.exists() and not force:
         raise MgkitError(f"{out} already exists; pass --force to overwrite it")
-    summary: dict[str, Any] = {"out": str(out), "source": plan.source, "splits": {}, "notes": list(plan.notes)}
+    _check_space(plan, out, size)
+    summary: dict[str, Any] = {"out": str(out), "source": plan.source, "splits": {}, "notes": list(plan.notes),
+                               "warnings": list(plan.warnings), "source_stats": dict(plan.source_stats)}
     prov = base_provenance(**plan.provenance)
     writer = DatasetWriter(out, source=plan.source, task=plan.task, classes=plan.classes,
                            image_size=(size, size), bbox_frac=bbox_frac, seed=seed, options=options or {},
@@ -167,6 +207,12 @@ def run_prepare(plan: SourcePlan, out: str | Path, *, size: int, bbox_frac: floa
                 }
                 if skipped:
                     summary["splits"][split]["skipped_files"] = skipped[:20]
+                if sw.n == 0:
+                    summary["warnings"].append(empty_split_warning(split, len(records), len(skipped)))
+            for split in TRAINING_SPLITS:
+                if split not in plan.splits:
+                    summary["warnings"].append(f"no '{split}' split: `mgkit train` and `mgkit guide` need "
+                                               f"{' and '.join(TRAINING_SPLITS)}")
             writer.set_attr("summary", summary["splits"])
         if pool is not None:
             pool.close()

@@ -114,3 +114,60 @@ def test_reader_missing_and_non_hdf5(tmp_path):
     bad.write_text("not hdf5")
     with pytest.raises(FormatError, match="not a readable HDF5"):
         open_dataset(bad)
+
+
+def _set(name, fn):
+    def damage(f):
+        a = f[name][:]
+        fn(a)
+        f[name][:] = a
+    return damage
+
+
+@pytest.mark.parametrize("damage,message", [
+    (_set("train/box_index", lambda a: a.__setitem__(5, 0)), "'train/box_index' decreases at image 4"),
+    (_set("train/box_index", lambda a: a.__setitem__(0, 1)), "'train/box_index' does not span 'train/boxes'"),
+    (_set("train/labels", lambda a: a.__setitem__((0, 0), 2)), "'train/labels' holds values other than 0 and 1"),
+    (_set("train/boxes", lambda a: a.__setitem__((0, 0), 3)), "'train/boxes' has class ids outside 0..2"),
+    (_set("train/boxes", lambda a: a.__setitem__((0, 0), 0.5)), "'train/boxes' has class ids outside 0..2"),
+    (_set("train/boxes", lambda a: a.__setitem__((0, 3), 9)), "'train/boxes' has coordinates outside the 8x8 grid"),
+    (_set("train/boxes", lambda a: a.__setitem__((0, 1), 4)), "'train/boxes' has empty boxes"),
+    (_set("train/boxes", lambda a: a.__setitem__((0, 2), np.nan)), "'train/boxes' holds NaN"),
+    (_set("train/labels", lambda a: a.__setitem__(slice(None), 0)), "not among its image's labels"),
+    (_set("train/groups", lambda a: a.__setitem__(0, 4)), "'train/groups' has values outside -1..3"),
+])
+def test_split_access_checks_values(tmp_path, damage, message):
+    """Every reader (train, guide, evaluate, inspect) gets inspect's checks through DatasetFile.split."""
+    path = tmp_path / "d.h5"
+    _write(path, n=12)
+    _corrupt(path, damage)
+    with pytest.raises(FormatError) as e:  # at open (shapes, ends of box_index) or first access of the split
+        with open_dataset(path) as ds:
+            ds.split("train")
+    assert str(e.value).startswith(f"{path}: ") and message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_box_index_end_must_match_boxes(tmp_path):
+    path = tmp_path / "d.h5"
+    _write(path, n=12)
+    with h5py.File(path, "a") as f:  # one more box than box_index spans
+        b = f["train/boxes"]
+        b.resize(b.shape[0] + 1, axis=0)
+        b[-1] = [0, 0, 0, 1, 1]
+    with pytest.raises(FormatError, match="'train/box_index' does not span 'train/boxes'"):
+        open_dataset(path)
+
+
+def test_reader_folder_empty_and_truncated(tmp_path):
+    with pytest.raises(FormatError, match="is a directory, not a data file"):
+        open_dataset(tmp_path)
+    (tmp_path / "empty.h5").write_bytes(b"")
+    with pytest.raises(FormatError, match="not a readable HDF5 file"):
+        open_dataset(tmp_path / "empty.h5")
+    path = tmp_path / "d.h5"
+    _write(path, n=12)
+    data = path.read_bytes()
+    (tmp_path / "cut.h5").write_bytes(data[: len(data) // 2])
+    with pytest.raises(FormatError, match="damaged or truncated") as e:
+        open_dataset(tmp_path / "cut.h5")
+    assert "\n" not in str(e.value)

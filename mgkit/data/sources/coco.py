@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,8 @@ class _Annotations:
     path: Path
     coco: COCO
     categories: list[tuple[int, str]]
+    orphans: int = 0  # annotations whose image_id is not among the images: never used
+    orphan_example: Any = None
 
 
 def plan(root: Path | None = None, year: str = "2014", train_split_file: Path | None = None,
@@ -71,6 +74,8 @@ def plan(root: Path | None = None, year: str = "2014", train_split_file: Path | 
          test_ann_file: Path | None = None, test_image_dir: Path | None = None, seed: int = 0) -> SourcePlan:
     """Describe COCO train / val / test; the instances JSONs are read here, images in `load`."""
     root = Path(root) if root is not None else None
+    if root is not None and root.exists() and not root.is_dir():
+        raise MgkitError(f"{root}: is a file; --root must be the COCO folder holding annotations/")
     if root is not None and not root.is_dir():
         raise MgkitError(f"{root}: COCO root not found")
     if val_ann_file is not None and val_split_file is not None:
@@ -89,9 +94,14 @@ def plan(root: Path | None = None, year: str = "2014", train_split_file: Path | 
     files: dict[str, Path] = {}
     cache: dict[Path, _Annotations] = {}
 
+    defaulted = {"train": train_ann_file is None, "test": test_ann_file is None}
+    defaulted_dirs = {"train": train_image_dir is None, "test": test_image_dir is None}
+
     def annotations(path: Path | None, role: str, option: str) -> _Annotations:
         if path is None:
             raise UsageError(f"the {role} annotations are needed: give --root or {option}")
+        if root is not None and defaulted.get(role) and not path.is_file():
+            raise MgkitError(_layout_hint(root, path, f"{role} annotation file", year, option))
         files[role] = path
         if path not in cache:
             cache[path] = _read_instances(path, _read_json(path, f"{role} annotation file"))
@@ -101,6 +111,8 @@ def plan(root: Path | None = None, year: str = "2014", train_split_file: Path | 
         if path is None:
             raise UsageError(f"the {role} images are needed: give {option}" + ("" if role == "val" else " or --root"))
         if not path.is_dir():
+            if root is not None and defaulted_dirs.get(role):
+                raise MgkitError(_layout_hint(root, path, f"{role} image folder", year, option))
             raise MgkitError(f"{path}: {role} image folder not found")
         return path
 
@@ -163,7 +175,14 @@ def plan(root: Path | None = None, year: str = "2014", train_split_file: Path | 
     for split in ("train", "val", "test"):
         if split in chosen:
             ann, ids, folder = chosen[split]
-            splits[split] = [_record(ann.coco, i, folder, index, include_crowd) for i in ids]
+            splits[split] = [_record(ann, i, folder, index, include_crowd) for i in ids]
+    warnings: list[str] = []
+    orphans: dict[str, int] = {}
+    for ann in {id(a): a for a, _, _ in chosen.values()}.values():
+        if ann.orphans:
+            orphans[str(ann.path)] = ann.orphans
+            warnings.append(f"{ann.path}: {ann.orphans} annotations name an image_id that is not in 'images' "
+                            f"(e.g. {ann.orphan_example!r}); they were dropped")
     provenance: dict[str, Any] = {
         "source_root": str(root) if root is not None else None,
         "year": year,
@@ -174,9 +193,27 @@ def plan(root: Path | None = None, year: str = "2014", train_split_file: Path | 
         "files": {role: str(p) for role, p in files.items()},
         "files_sha256": {role: file_sha256(p) for role, p in files.items()},
         "image_dirs": {s: str(folder) for s, (_, _, folder) in chosen.items()},
+        "annotations_without_image": orphans,
     }
     return SourcePlan(source="coco", task="multilabel", classes=classes, splits=splits, load=load,
-                      provenance=provenance, notes=notes)
+                      provenance=provenance, notes=notes, warnings=warnings,
+                      source_stats={"annotations_without_image": sum(orphans.values())})
+
+
+def _layout_hint(root: Path, path: Path, what: str, year: str, option: str) -> str:
+    """One line for a --root layout file that is missing: what was looked for, and which flag fixes it."""
+    ann_dir = root / "annotations"
+    found = sorted(p.name for p in ann_dir.glob("instances_*.json")) if ann_dir.is_dir() else []
+    years = sorted({m.group(1) for n in found if (m := re.fullmatch(r"instances_(?:train|val)(\d{4})\.json", n))})
+    msg = f"{path}: {what} not found (looked for it under --root {root} with --year {year})"
+    other = [y for y in years if y != year]
+    if other:
+        msg += f"; {ann_dir} holds {', '.join(found)}: pass --year {other[-1]}"
+    elif found:
+        msg += f"; {ann_dir} holds {', '.join(found)}: name the file with {option}"
+    else:
+        msg += f"; pass the right --year, or name the files with {option}"
+    return msg
 
 
 def seeded_split(ids: list[int], val_frac: float, seed: int) -> tuple[list[int], list[int]]:
@@ -187,6 +224,8 @@ def seeded_split(ids: list[int], val_frac: float, seed: int) -> tuple[list[int],
 
 
 def _read_json(path: Path, what: str) -> Any:
+    if path.is_dir():
+        raise MgkitError(f"{path}: is a folder; the {what} must be a JSON file")
     if not path.is_file():
         raise MgkitError(f"{path}: {what} not found")
     try:
@@ -208,7 +247,9 @@ def _read_instances(path: Path, data: Any) -> _Annotations:
         categories = sorted((int(c["id"]), str(c["name"])) for c in data["categories"])
     except (KeyError, TypeError, ValueError) as e:
         raise MgkitError(f"{path}: malformed COCO instances file ({type(e).__name__}: {e})") from None
-    return _Annotations(path, coco, categories)
+    orphan_ids = [i for i in coco.imgToAnns if i not in coco.imgs]
+    orphans = sum(len(coco.imgToAnns[i]) for i in orphan_ids)
+    return _Annotations(path, coco, categories, orphans, orphan_ids[0] if orphan_ids else None)
 
 
 def _read_split(path: Path, train: Any) -> tuple[_Annotations, list[int]]:
@@ -229,7 +270,8 @@ def _read_split(path: Path, train: Any) -> tuple[_Annotations, list[int]]:
     if not isinstance(entries, list):
         raise MgkitError(f"{path}: split file must hold a list of image ids or file names")
     ann: _Annotations = train()
-    by_name = {Path(info["file_name"]).name: i for i, info in ann.coco.imgs.items()}
+    by_name = {Path(info["file_name"]).name: i for i, info in ann.coco.imgs.items()
+               if isinstance(info.get("file_name"), str)}
     ids, unknown = [], []
     for e in entries:
         if isinstance(e, dict):
@@ -248,9 +290,15 @@ def _read_split(path: Path, train: Any) -> tuple[_Annotations, list[int]]:
     return ann, sorted(set(ids))
 
 
-def _record(coco: COCO, image_id: int, folder: Path, index: dict[int, int], include_crowd: bool) -> Record:
+def _record(ann: _Annotations, image_id: int, folder: Path, index: dict[int, int], include_crowd: bool) -> Record:
     """Parse one image's annotations into a light Record."""
+    coco = ann.coco
     info = coco.imgs[image_id]
+    name = info.get("file_name")
+    if not isinstance(name, str) or not name:
+        item = CocoItem(image="", width=None, height=None, boxes=np.zeros((0, 5)), num_classes=len(index),
+                        problem=f"{ann.path}: image id {image_id} has no 'file_name'")
+        return Record(str(image_id), item)
     rows, problem, crowd = [], None, 0
     for a in coco.imgToAnns.get(image_id, []):
         if a.get("iscrowd", 0) and not include_crowd:
@@ -264,7 +312,7 @@ def _record(coco: COCO, image_id: int, folder: Path, index: dict[int, int], incl
         else:
             x, y, w, h = bbox
             rows.append((index[a["category_id"]], x, y, x + w, y + h))
-    item = CocoItem(image=str(folder / info["file_name"]), width=info.get("width"), height=info.get("height"),
+    item = CocoItem(image=str(folder / name), width=info.get("width"), height=info.get("height"),
                     boxes=np.array(rows, dtype=np.float64).reshape(-1, 5), num_classes=len(index),
                     crowd_excluded=crowd, problem=problem)
     return Record(str(image_id), item)
@@ -274,7 +322,7 @@ def load(record: Record, size: int) -> Sample:
     """Decode, resize and annotate one COCO image."""
     item: CocoItem = record.payload
     if item.problem is not None:
-        raise BadSample(f"{item.image}: {item.problem}")
+        raise BadSample(f"{item.image}: {item.problem}" if item.image else item.problem)
     im = read_rgb(item.image)
     width, height = im.size
     boxes, stats = scale_boxes(item.boxes, width, height, size)

@@ -17,7 +17,6 @@ provenance (tens of GB); their sizes and modification times are recorded instead
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,8 @@ def plan(root: Path, dataset: str) -> SourcePlan:
         raise UsageError(f"--dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
     classes = DATASETS[dataset]
     root = Path(root)
+    if root.is_file():
+        raise MgkitError(f"{root}: is a file; --root must be the folder holding train.pt, val.pt and test.pt")
     if not root.is_dir():
         raise MgkitError(f"{root}: folder of reference .pt files not found")
     paths = {s: root / f"{s}.pt" for s in SPLITS if (root / f"{s}.pt").is_file()}
@@ -73,8 +74,11 @@ def _open(path: str, refresh: bool = False) -> dict[str, Any]:
                 obj = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
             except RuntimeError:  # legacy (non-zip) format: cannot be memory-mapped
                 obj = torch.load(path, map_location="cpu", weights_only=False)
-        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, AttributeError, ImportError) as e:
-            raise MgkitError(f"{path}: not a readable torch file ({type(e).__name__}: {e})") from None
+        except MemoryError:
+            raise MgkitError(f"{path}: not a readable torch file (loading it asks for more memory than there is; damaged?)") from None
+        except Exception as e:  # unpickling garbage can raise nearly anything (KeyError, ValueError, ...)
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise MgkitError(f"{path}: not a readable torch file ({type(e).__name__}: {first[:200]})") from None
         _CACHE[path] = obj
     return _CACHE[path]
 

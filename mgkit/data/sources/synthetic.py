@@ -75,6 +75,7 @@ SHAPES: tuple[str, ...] = ("disc", "square", "triangle", "cross", "ring", "diamo
                            "star", "bar", "tee", "crescent", "frame", "hourglass")
 MAX_CLASSES = len(SHAPES)
 MAX_OBJECTS = 3
+MAX_IMAGES = 1_000_000  # per split; each planned image costs about 200 bytes before anything is generated
 OBJECT_SIZE = (0.15, 0.35)  # object side as a fraction of the image side
 MAX_ROTATION = 15.0  # degrees; larger would turn squares into diamonds
 ASPECT = (0.8, 1.25)
@@ -511,6 +512,9 @@ def plan(*, task: str = "multilabel", num_classes: int = 6, spurious: float | No
         raise UsageError(f"--seed must be non-negative for the synthetic generator, got {seed}")
     if min(n_train, n_val, n_test) < 0:
         raise UsageError("image counts must be non-negative")
+    for flag, n in (("--train", n_train), ("--val", n_val), ("--test", n_test)):
+        if n > MAX_IMAGES:  # the plan holds one small record per image in memory
+            raise UsageError(f"{flag} {n} is too large (at most {MAX_IMAGES:,} images per split)")
     counts = {"train": n_train, "val": n_val, "test": n_test}
     common: dict[str, Any] = {"generator": GENERATOR, "generator_version": GENERATOR_VERSION, "task": task,
                               "seed": seed, "spurious": spurious, "counts": counts}

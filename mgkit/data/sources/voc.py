@@ -48,11 +48,18 @@ class VocItem:
 def plan(root: Path, year: str = "2007", exclude_difficult: bool = False) -> SourcePlan:
     """Describe VOC{year} under the VOCdevkit folder `root` (split lists are read, XMLs are not)."""
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise MgkitError(f"{root}: is a file; --root must be the VOCdevkit folder holding VOC{year}/")
     if not root.is_dir():
         raise MgkitError(f"{root}: VOC root not found (pass the VOCdevkit folder holding VOC{year}/)")
     base = root / f"VOC{year}"
     if not base.is_dir():
-        raise MgkitError(f"{base}: not found; --root must be the VOCdevkit folder that holds VOC{year}/")
+        if (root / "Annotations").is_dir() and (root / "ImageSets").is_dir():
+            raise MgkitError(f"{root} looks like the VOC{year} folder itself; --root must be the VOCdevkit folder "
+                             f"that holds it (--root {root.resolve().parent})")
+        others = sorted(p.name for p in root.glob("VOC[0-9][0-9][0-9][0-9]") if p.is_dir())
+        hint = f"; {root} holds {', '.join(others)}: pass --year {others[-1][3:]}" if others else ""
+        raise MgkitError(f"{base}: not found; --root must be the VOCdevkit folder that holds VOC{year}/{hint}")
     ann_dir, img_dir, seg_dir = base / "Annotations", base / "JPEGImages", base / "SegmentationClass"
     for d in (ann_dir, img_dir):
         if not d.is_dir():
@@ -78,6 +85,8 @@ def plan(root: Path, year: str = "2007", exclude_difficult: bool = False) -> Sou
                                         seg, exclude_difficult))
 
     splits = {split: [record(i) for i in _read_ids(path)] for split, path in split_files.items()}
+    warnings = [f"{split_files[split]} lists no images: the {split} split will be empty"
+                for split, records in splits.items() if not records]
     provenance = {
         "source_root": str(root),
         "year": year,
@@ -89,12 +98,18 @@ def plan(root: Path, year: str = "2007", exclude_difficult: bool = False) -> Sou
     }
     return SourcePlan(source="voc", task="multilabel", classes=list(CLASSES), splits=splits, load=load,
                       provenance=provenance, segmentation_splits=set(splits) if seg_names else set(),
-                      notes=notes)
+                      notes=notes, warnings=warnings)
 
 
 def _read_ids(path: Path) -> list[str]:
     """Image ids of an ImageSets/Main list: first word of each non-empty line."""
-    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise MgkitError(f"{path}: not a text file of image ids") from None
+    except OSError as e:
+        raise MgkitError(f"{path}: cannot be read ({(e.strerror or type(e).__name__).lower()})") from None
+    return [line.split()[0] for line in text.splitlines() if line.strip()]
 
 
 def parse_annotation(xml_path: str, exclude_difficult: bool = False) -> tuple[int, int, list[tuple], int]:

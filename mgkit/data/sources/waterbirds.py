@@ -17,6 +17,7 @@ size. A box's class is the image's label id under the chosen task.
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +54,8 @@ def plan(root: Path, cub_root: Path | None = None, task: str = "bird") -> Source
         raise UsageError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
     root = Path(root)
     meta = root / "metadata.csv"
+    if root.exists() and not root.is_dir():
+        raise MgkitError(f"{root}: is a file; --root must be the Waterbirds folder holding metadata.csv")
     if not root.is_dir():
         raise MgkitError(f"{root}: Waterbirds root not found")
     if not meta.is_file():
@@ -81,22 +84,41 @@ def plan(root: Path, cub_root: Path | None = None, task: str = "bird") -> Source
                       has_boxes=cub_root is not None, notes=notes)
 
 
+def _read_text(path: Path) -> str:
+    """A text file's content, with one-line errors for binary or unreadable files."""
+    try:
+        return path.read_text()
+    except UnicodeDecodeError:
+        raise MgkitError(f"{path}: not a text file") from None
+    except OSError as e:
+        raise MgkitError(f"{path}: cannot be read ({(e.strerror or type(e).__name__).lower()})") from None
+
+
 def _read_metadata(path: Path) -> list[tuple[str, int, int, int]]:
     """(img_filename, y, split, place) per row of metadata.csv, validated."""
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise MgkitError(f"{path}: missing column(s) {', '.join(missing)}")
-        rows = []
-        for line, row in enumerate(reader, start=2):
-            try:
-                y, split, place = int(float(row["y"])), int(float(row["split"])), int(float(row["place"]))
-            except (TypeError, ValueError):
-                raise MgkitError(f"{path}, line {line}: y, split and place must be integers") from None
-            if y not in (0, 1) or place not in (0, 1) or split not in SPLITS:
-                raise MgkitError(f"{path}, line {line}: y and place must be 0 or 1, split 0, 1 or 2")
-            rows.append((row["img_filename"].strip(), y, split, place))
+    try:
+        return _parse_metadata(path, io.StringIO(_read_text(path), newline=""))
+    except csv.Error as e:
+        raise MgkitError(f"{path}: not a readable CSV file ({e})") from None
+
+
+def _parse_metadata(path: Path, f: io.StringIO) -> list[tuple[str, int, int, int]]:
+    """Rows of an already read metadata.csv (see `_read_metadata`)."""
+    reader = csv.DictReader(f)
+    missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise MgkitError(f"{path}: missing column(s) {', '.join(missing)}")
+    rows = []
+    for line, row in enumerate(reader, start=2):
+        try:
+            y, split, place = int(float(row["y"])), int(float(row["split"])), int(float(row["place"]))
+        except (TypeError, ValueError, OverflowError):
+            raise MgkitError(f"{path}, line {line}: y, split and place must be integers") from None
+        if y not in (0, 1) or place not in (0, 1) or split not in SPLITS:
+            raise MgkitError(f"{path}, line {line}: y and place must be 0 or 1, split 0, 1 or 2")
+        if not isinstance(row["img_filename"], str) or not row["img_filename"].strip():
+            raise MgkitError(f"{path}, line {line}: img_filename is empty")
+        rows.append((row["img_filename"].strip(), y, split, place))
     return rows
 
 
@@ -116,7 +138,7 @@ def _cub_files(cub_root: Path) -> tuple[Path, Path]:
 def _read_cub_boxes(images_txt: Path, boxes_txt: Path) -> dict[str, tuple[float, float, float, float]]:
     """Relative image path -> (x, y, width, height), joining the two CUB files by image id."""
     paths: dict[str, str] = {}
-    for line, text in enumerate(images_txt.read_text().splitlines(), start=1):
+    for line, text in enumerate(_read_text(images_txt).splitlines(), start=1):
         parts = text.split()
         if not parts:
             continue
@@ -124,7 +146,7 @@ def _read_cub_boxes(images_txt: Path, boxes_txt: Path) -> dict[str, tuple[float,
             raise MgkitError(f"{images_txt}, line {line}: expected 'image_id path'")
         paths[parts[0]] = parts[1]
     boxes: dict[str, tuple[float, float, float, float]] = {}
-    for line, text in enumerate(boxes_txt.read_text().splitlines(), start=1):
+    for line, text in enumerate(_read_text(boxes_txt).splitlines(), start=1):
         parts = text.split()
         if not parts:
             continue
