@@ -374,6 +374,34 @@ def guide_cmd(
     _fit("guide", config, {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()}, restart, as_json)
 
 
+# ------------------------------------------------------------------------------------------------- tables
+
+
+@app.command("tables")
+@handle_errors
+def tables_cmd(
+    results: list[Path] = typer.Argument(..., help="Result files (mgkit evaluate / shift JSON) or directories of them."),
+    out: Path = typer.Option(Path("results/tables"), "--out", help="Directory for the tables (md, tex, csv) and plots (png, pdf)."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Claims report (default: OUT/../paper-tables.md)."),
+    split: str = typer.Option("test", "--split", help="Evaluation split the tables compare (shift records keep their splits)."),
+    quiet: bool = QuietOpt, as_json: bool = JsonOpt,
+) -> None:
+    """Paper tables, Pareto plots and a claim-by-claim report from result records.
+
+    Example: [bold]mgkit tables results/*.json --out results/tables[/bold]
+    """
+    from mgkit.report.build import build
+
+    summary = build(results, out, report, split=split, quiet=quiet)
+
+    def render(s: dict[str, Any]) -> None:
+        typer.echo(f"wrote {len(s['files'])} files under {s['out']}; report {s['report']}")
+        for c in s["claims"]:
+            typer.echo(f"  claim {c['claim']}: {c['status']}")
+
+    emit(summary, as_json, render)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
