@@ -384,6 +384,7 @@ def tables_cmd(
     out: Path = typer.Option(Path("results/tables"), "--out", help="Directory for the tables (md, tex, csv) and plots (png, pdf)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Claims report (default: OUT/../paper-tables.md)."),
     split: str = typer.Option("test", "--split", help="Evaluation split the tables compare (shift records keep their splits)."),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="Also draw the Pareto plots (PNG and PDF)."),
     quiet: bool = QuietOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Paper tables, Pareto plots and a claim-by-claim report from result records.
@@ -392,7 +393,7 @@ def tables_cmd(
     """
     from mgkit.report.build import build
 
-    summary = build(results, out, report, split=split, quiet=quiet)
+    summary = build(results, out, report, split=split, quiet=quiet, plots=plots)
 
     def render(s: dict[str, Any]) -> None:
         typer.echo(f"wrote {len(s['files'])} files under {s['out']}; report {s['report']}")

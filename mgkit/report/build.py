@@ -70,7 +70,7 @@ def report_markdown(tables: dict[str, list[Table]], plots: list[Path], claims: l
 
 
 def build(paths: Iterable[str | Path], out: str | Path, report: str | Path | None = None, split: str = "test",
-          quiet: bool = False) -> dict[str, Any]:
+          quiet: bool = False, plots: bool = True) -> dict[str, Any]:
     """Read records, write every table / plot / the report; return a summary for --json."""
     paths = list(paths)
     if not paths:
@@ -90,13 +90,15 @@ def build(paths: Iterable[str | Path], out: str | Path, report: str | Path | Non
                 write_text_atomic(path, text)
                 written.append(path)
         log(f"{exp}: {len(ts)} table(s)" if ts else f"{exp}: not measured", quiet=quiet)
-    from mgkit.report.plots import all_plots  # matplotlib is slow to import; only when writing
+    plot_files: list[Path] = []
+    if plots:
+        from mgkit.report.plots import all_plots  # matplotlib is slow to import; only when plotting
 
-    plots = all_plots(an, out)
-    written += plots
-    log(f"plots: {len(plots)} file(s)", quiet=quiet)
+        plot_files = all_plots(an, out)
+        written += plot_files
+        log(f"plots: {len(plot_files)} file(s)", quiet=quiet)
     claims = all_claims(an, tables)
-    text = report_markdown(tables, plots, claims, report, an, len(sources), skipped)
+    text = report_markdown(tables, plot_files, claims, report, an, len(sources), skipped)
     text = text.replace("{dir}", _rel(out, report.parent))
     write_text_atomic(report, text)
     written.append(report)
