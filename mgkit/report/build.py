@@ -60,9 +60,10 @@ def report_markdown(tables: dict[str, list[Table]], plots: list[Path], claims: l
             continue
         for t in ts:
             lines.append(f"- {t.title}: " + ", ".join(f"[{ext}]({{dir}}/{t.name}.{ext})" for ext in ("md", "tex", "csv")))
-        if exp == "main" and plots:
-            lines += [f"- plot: [{p.name}]({_rel(p, here)})" for p in plots if p.suffix == ".png"]
-            lines += [f"- plot (pdf): [{p.name}]({_rel(p, here)})" for p in plots if p.suffix == ".pdf"]
+        prefix = "pareto-" if exp == "main" else f"{exp}-"
+        mine = [p for p in plots if p.name.startswith(prefix)]
+        lines += [f"- plot: [{p.name}]({_rel(p, here)}) ([pdf]({_rel(p.with_suffix('.pdf'), here)}))"
+                  for p in mine if p.suffix == ".png"]
         lines.append("")
         for t in ts:
             lines += [to_markdown(t).replace("### ", "#### ", 1), ""]

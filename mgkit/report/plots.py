@@ -14,8 +14,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from mgkit.artifacts import atomic_path  # noqa: E402
-from mgkit.report.analysis import (LAYER_ORDER, Analysis, config_sort, front, group_rows,  # noqa: E402
-                                   loss_sort)
+from mgkit.report.analysis import (LAYER_ORDER, Analysis, condition_sort,  # noqa: E402
+                                   config_sort, front, group_rows, loss_sort)
 
 STYLE: dict[str, dict[str, Any]] = {
     "energy": dict(color="#d62728", marker="o", label="Energy"),
@@ -32,6 +32,31 @@ def _style(loss: str | None) -> dict[str, Any]:
     return STYLE.get(str(loss), dict(color="#7f7f7f", marker="v", label=str(loss)))
 
 
+def series_keys(groups: dict[tuple, list], experiment: str) -> set[tuple]:
+    """(loss, condition) per plotted curve; the main comparison merges everything per loss."""
+    if experiment in ("main", "segmentation"):
+        return {(l, None) for l, _ in groups}
+    return set(groups)
+
+
+def series_styles(configs: dict, experiment: str) -> dict[tuple, dict[str, Any]]:
+    """Colour and marker per curve: the paper's per-loss style, or for a condition sweep (boxes, dilation,
+    depth) the loss's marker with one colour per condition."""
+    keys = {k for groups in configs.values() for k in series_keys(groups, experiment)}
+    if experiment in ("main", "segmentation"):
+        return {k: _style(k[0]) for k in keys}
+    conds = sorted({k[1] for k in keys}, key=lambda c: condition_sort(experiment, c))
+    cmap = matplotlib.colormaps["viridis"]
+    unit = {"annotations": " % boxes", "dilation": " % dilation"}.get(experiment, "")
+    out = {}
+    for k in keys:
+        i = conds.index(k[1])
+        text = f"{100 * k[1]:g}{unit}" if experiment in ("annotations", "dilation") else f"at {k[1]}"
+        out[k] = dict(color=cmap(0.85 * i / max(len(conds) - 1, 1)), marker=_style(k[0])["marker"],
+                      label=f"{_style(k[0])['label']}, {text}")
+    return out
+
+
 def pareto_figure(an: Analysis, experiment: str, dataset: str, metric: str) -> Figure | None:
     """Rows = evaluation layer, columns = model/attribution; None when the experiment has no such data."""
     configs = group_rows(an, experiment).get(dataset)
@@ -40,9 +65,10 @@ def pareto_figure(an: Analysis, experiment: str, dataset: str, metric: str) -> F
     keys = sorted(configs, key=config_sort)
     cols = list(dict.fromkeys((k[1], k[3]) for k in keys))
     rows = sorted({k[4] for k in keys}, key=lambda l: LAYER_ORDER.index(l) if l in LAYER_ORDER else 99)
-    fig, axes = plt.subplots(len(rows), len(cols), figsize=(4.2 * len(cols), 3.6 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(max(4.6 * len(cols), 6.0), 3.6 * len(rows)), squeeze=False)
     mkey = an.metric_key(metric)
-    seen_losses: list[str] = []
+    seen: list[tuple] = []
+    styles = series_styles(configs, experiment)
     for r, layer in enumerate(rows):
         for c, (model, attr) in enumerate(cols):
             ax = axes[r][c]
@@ -59,24 +85,26 @@ def pareto_figure(an: Analysis, experiment: str, dataset: str, metric: str) -> F
             xs: list[float] = []
             ys: list[float] = []
             groups = configs[ck]
-            for loss in sorted({l for l, _ in groups}, key=loss_sort):
-                pts = [p for (l, _), ps in groups.items() if l == loss for p in ps]
-                st = _style(loss)
+            for key in sorted(series_keys(groups, experiment), key=lambda k: (loss_sort(k[0]), str(k[1]))):
+                loss, cond = key
+                pts = [p for (l, c), ps in groups.items() if l == loss and (cond is None or c == cond) for p in ps]
+                st = styles[key]
                 allxy = [(p.m("f1"), p.m(mkey)) for p in pts]
                 allxy = [(100 * f, 100 * v) for f, v in allxy if f is not None and v is not None]
                 if not allxy:
                     continue
                 xs += [x for x, _ in allxy]
                 ys += [y for _, y in allxy]
+                tag = loss if cond is None else f"{loss}:{cond}"
                 # All candidates faintly, the front as the connected curve.
                 ax.scatter(*zip(*allxy), s=12, marker=st["marker"], color=st["color"], alpha=0.25,
-                           linewidths=0, gid=f"candidates:{loss}")
+                           linewidths=0, gid=f"candidates:{tag}")
                 fr = [(100 * f, 100 * v) for f, v in front(pts, mkey)]
                 ax.plot(*zip(*fr), marker=st["marker"], color=st["color"], markersize=6, linewidth=1.5,
-                        markeredgecolor="black", markeredgewidth=0.5, label=st["label"], gid=f"front:{loss}",
+                        markeredgecolor="black", markeredgewidth=0.5, label=st["label"], gid=f"front:{tag}",
                         zorder=5)
-                if loss not in seen_losses:
-                    seen_losses.append(loss)
+                if key not in seen:
+                    seen.append(key)
             base = an.baseline(next(iter(groups.values()))[0])
             bx = by = None
             if base and base.get("f1") is not None and base.get(metric) is not None:
@@ -97,14 +125,19 @@ def pareto_figure(an: Analysis, experiment: str, dataset: str, metric: str) -> F
                                        linewidth=0, gid="dominated"))
                 ax.scatter([bx], [by], marker="X", s=140, facecolor="white", edgecolor="black", linewidths=1.2,
                            zorder=4, label="baseline", gid=BASELINE_GID)
-    handles = [plt.Line2D([], [], color=_style(l)["color"], marker=_style(l)["marker"], markeredgecolor="black",
-                          markeredgewidth=0.5, label=_style(l)["label"]) for l in seen_losses]
+    handles = [plt.Line2D([], [], color=styles[k]["color"], marker=styles[k]["marker"], markeredgecolor="black",
+                          markeredgewidth=0.5, label=styles[k]["label"]) for k in sorted(seen, key=lambda k: (
+                              loss_sort(k[0]), str(k[1])))]
     handles.append(plt.Line2D([], [], linestyle="none", marker="X", markersize=10, markerfacecolor="white",
                               markeredgecolor="black", label="baseline"))
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False,
-               bbox_to_anchor=(0.5, 0.0))
-    fig.suptitle(f"{NAMES.get(metric, metric)} vs F1 — {dataset} ({experiment}, split {an.split})", fontsize=12)
-    fig.tight_layout(rect=(0, 0.06, 1, 0.95))
+    # Room below the axes for the legend, so it never runs off a narrow (one-column) figure.
+    ncol = min(len(handles), 2 if len(cols) == 1 else 3 * len(cols))
+    legend_in = 0.32 * -(-len(handles) // ncol) + 0.2
+    width, height = fig.get_size_inches()
+    fig.set_size_inches(width, height + legend_in + 0.5)
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, frameon=False, bbox_to_anchor=(0.5, 0.0))
+    fig.suptitle(f"{NAMES.get(metric, metric)} vs F1 — {dataset}\n({experiment}, split {an.split})", fontsize=11)
+    fig.tight_layout(rect=(0, legend_in / (height + legend_in + 0.5), 1, 1 - 0.55 / (height + legend_in + 0.5)))
     return fig
 
 
@@ -122,12 +155,18 @@ def save_figure(fig: Figure, stem: Path) -> list[Path]:
     return out
 
 
+PLOTTED = {"main": ("epg", "iou"), "annotations": ("epg", "iou"), "dilation": ("epg", "iou"),
+           "depth": ("epg", "iou"), "segmentation": ("on_object",)}
+
+
 def all_plots(an: Analysis, out_dir: Path) -> list[Path]:
-    """Main-comparison plots per data set: EPG vs F1 and IoU vs F1."""
+    """Per experiment and data set: metric vs F1 (EPG and IoU; on-object energy for segmentation)."""
     written: list[Path] = []
-    for dataset in sorted(group_rows(an, "main")):
-        for metric in ("epg", "iou"):
-            fig = pareto_figure(an, "main", dataset, metric)
-            if fig is not None:
-                written += save_figure(fig, out_dir / f"pareto-{metric}-{dataset}")
+    for experiment, metrics in PLOTTED.items():
+        for dataset in sorted(group_rows(an, experiment)):
+            for metric in metrics:
+                fig = pareto_figure(an, experiment, dataset, metric)
+                if fig is not None:
+                    prefix = "pareto" if experiment == "main" else f"{experiment}"
+                    written += save_figure(fig, out_dir / f"{prefix}-{metric}-{dataset}")
     return written
