@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from mgkit.errors import FormatError

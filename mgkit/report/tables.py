@@ -96,11 +96,6 @@ def to_csv(t: Table, pct_keys: set[str]) -> str:
     return buf.getvalue()
 
 
-# Fields printed as percentages in CSV (fractions in records).
-PCT_KEYS = {"base_f1", "base_epg", "base_iou", "base_on_object"} | {
-    f"{pre}{m}_at_{int(d * 100)}" for m in ("epg", "iou", "on_object") for d in DROPS for pre in ("", "f1_")} | {
-    f"{s}_{m}_{a}" for s in ("conventional", "reversed") for m in ("worst", "overall") for a in ("mean", "std")}
-
 _LABELS = {"main": "Main comparison", "annotations": "Limited annotations", "dilation": "Dilated boxes",
            "depth": "Guidance depth", "segmentation": "On-object energy (segmentation masks)",
            "shift": "Distribution shift"}
@@ -241,7 +236,5 @@ def all_tables(an: Analysis) -> dict[str, list[Table]]:
 
 
 def pct_keys_for(t: Table) -> set[str]:
-    keys = set(PCT_KEYS)
-    keys |= {k for k in t.csv_keys if k.endswith(("_mean", "_std")) or k.startswith(("base_", "f1_"))}
-    keys |= {k for k in t.csv_keys if "_at_" in k}
-    return keys
+    """CSV fields printed as percentages (metrics are fractions in records); counts and seconds are not."""
+    return {k for k in t.csv_keys if k.startswith("base_") or "_at_" in k or k.endswith(("_mean", "_std"))}

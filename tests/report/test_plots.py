@@ -38,3 +38,19 @@ def test_epg_plot_content(tmp_path):
     red = (img[..., 0] > 180) & (img[..., 1] < 80) & (img[..., 2] < 80)
     green = (img[..., 1] > 120) & (img[..., 0] < 90) & (img[..., 2] < 90)
     assert red.sum() > 200 and green.sum() > 50  # Energy's curve and L1's triangles were drawn
+
+
+def test_condition_sweep_plot_has_one_curve_per_condition():
+    from fabricate import other_records
+
+    points, _ = to_points(Source("mem.json", r) for r in main_records() + other_records())
+    fig = pareto_figure(Analysis(points), "annotations", "synthetic", "epg")
+    (ax,) = fig.axes
+    lines = {line.get_gid(): line for line in ax.get_lines() if (line.get_gid() or "").startswith("front:")}
+    assert sorted(lines) == ["front:energy:0.01", "front:energy:0.1", "front:energy:1.0"]
+    assert list(lines["front:energy:0.01"].get_ydata()) == [60.0]
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == ["Energy, 1 % boxes", "Energy, 10 % boxes", "Energy, 100 % boxes", "baseline"]
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)

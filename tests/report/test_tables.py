@@ -129,3 +129,18 @@ def test_directory_skips_foreign_json_and_epoch_records(tmp_path):
     write(tmp_path / "d" / "e.json", record(f1=0.5, epg=0.5))
     points, skipped = to_points(load([tmp_path / "d"]))
     assert len(points) == 1 and skipped == {"epoch": 1}
+
+
+def test_experiment_field(tmp_path):
+    write(tmp_path / "e.json", {**record(f1=0.5, epg=0.5, loss="energy"), "experiment": "ablation"})
+    with pytest.raises(FormatError, match="experiment 'ablation'"):
+        to_points(load([tmp_path / "e.json"]))
+    write(tmp_path / "e.json", record(f1=0.5, epg=0.5, loss="energy", experiment="dilation"))
+    (p,), _ = to_points(load([tmp_path / "e.json"]))
+    assert p.experiment == "dilation"
+    # Untagged: inferred from what differs from the main comparison.
+    write(tmp_path / "e.json", [record(f1=0.5, epg=0.5, loss="energy", bbox_frac=0.1),
+                                record(f1=0.5, epg=0.5, loss="energy", layer="mid2", eval_layer="input"),
+                                record(f1=0.5, epg=0.5, loss="energy"), record(f1=0.5, epg=0.5)])
+    points, _ = to_points(load([tmp_path / "e.json"]))
+    assert [p.experiment for p in points] == ["annotations", "depth", "main", None]
