@@ -50,7 +50,7 @@ def mean_or_none(values: Iterable[float | None]) -> float | None:
 
 def std_or_none(values: Iterable[float | None]) -> float | None:
     v = [x for x in values if x is not None]
-    return statistics.stdev(v) if len(v) > 1 else (0.0 if v else None)
+    return statistics.stdev(v) if len(v) > 1 else None  # undefined for one record
 
 
 def best_at(points: list[Point], metric: str, base_f1: float | None, drop: float) -> tuple[float, float] | None:

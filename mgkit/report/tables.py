@@ -49,7 +49,9 @@ def _cell(row: dict[str, Any], col: Column) -> str:
     if col.kind == "pair":
         return DASH if vals[0] is None else f"{_pct(vals[0])} ({_pct(vals[1])})"
     if col.kind == "msd":
-        return DASH if vals[0] is None else f"{_pct(vals[0])} (±{_pct(vals[1])})"
+        if vals[0] is None:
+            return DASH
+        return _pct(vals[0]) if vals[1] is None else f"{_pct(vals[0])} (±{_pct(vals[1])})"
     return _pct(vals[0])
 
 
@@ -217,11 +219,13 @@ def shift_tables(an: Analysis) -> list[Table]:
                 Column("layer", ("layer",), "text")]
         csv_keys = ["dataset", "split", "model", "loss", "layer"]
         for s in settings:
-            cols += [Column(f"{s[:4].title()}. worst", (f"{s}_worst_mean", f"{s}_worst_std"), "msd"),
-                     Column(f"{s[:4].title()}. overall", (f"{s}_overall_mean", f"{s}_overall_std"), "msd"),
-                     Column(f"{s[:4].title()}. n", (f"{s}_n",), "text")]
+            ab = {"conventional": "Conv.", "reversed": "Rev."}.get(s, s)
+            cols += [Column(f"{ab} worst", (f"{s}_worst_mean", f"{s}_worst_std"), "msd"),
+                     Column(f"{ab} overall", (f"{s}_overall_mean", f"{s}_overall_std"), "msd"),
+                     Column(f"{ab} n", (f"{s}_n",), "text")]
             csv_keys += [f"{s}_{m}_{a}" for m in ("worst", "overall") for a in ("mean", "std")] + [f"{s}_n"]
-        notes = [f"Split: {split}. Accuracy in %, mean (±sample std) over the records (seeds); n = records. "
+        notes = [f"Split: {split}. Accuracy in %, mean (±sample std, shown from 2 records) over the records (seeds); "
+                 "n = records. "
                  "Worst = metrics.worst_group, overall = metrics.overall (else metrics.accuracy)."]
         tables.append(Table(f"shift-{dataset}-{split}", f"{_LABELS['shift']} — {dataset}, {split} (Table 1 layout)",
                             cols, rows, csv_keys, notes))
