@@ -51,7 +51,7 @@ def series_styles(configs: dict, experiment: str) -> dict[tuple, dict[str, Any]]
     out = {}
     for k in keys:
         i = conds.index(k[1])
-        text = f"{100 * k[1]:g}{unit}" if experiment in ("annotations", "dilation") else f"at {k[1]}"
+        text = f"{100 * k[1]:g}{unit}" if experiment in ("annotations", "dilation") else f"guided at {k[1]}"
         out[k] = dict(color=cmap(0.85 * i / max(len(conds) - 1, 1)), marker=_style(k[0])["marker"],
                       label=f"{_style(k[0])['label']}, {text}")
     return out
