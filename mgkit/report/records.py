@@ -36,11 +36,10 @@ def _read_file(path: Path, strict: bool) -> list[Source]:
         raise FormatError(f"{path}: cannot read ({e.strerror or e})") from None
     objs: list[Any] = []
     try:
-        if path.suffix == ".jsonl":
+        if path.suffix == ".jsonl":  # one record per line (metrics.jsonl); a .json file holds one record
             objs = [json.loads(line) for line in text.splitlines() if line.strip()]
         else:
-            obj = json.loads(text)
-            objs = obj if isinstance(obj, list) else [obj]
+            objs = [json.loads(text)]
     except json.JSONDecodeError as e:
         if not strict:
             return []
@@ -53,7 +52,7 @@ def _read_file(path: Path, strict: bool) -> list[Source]:
             raise FormatError(f'{path}: not an mgkit result (no "schema": "{SCHEMA}")')
         version = obj.get("schema_version")
         if version != SCHEMA_VERSION:
-            raise FormatError(f"{path}: result schema_version {version!r}, this mgkit reads {SCHEMA_VERSION}")
+            raise FormatError(f"{path}: result schema version {version!r}, this mgkit reads {SCHEMA_VERSION}")
         out.append(Source(str(path), obj))
     return out
 
@@ -116,6 +115,15 @@ def _need(obj: dict[str, Any], key: str, path: str, where: str) -> Any:
     return obj[key]
 
 
+def _dataset(ident: dict[str, Any], path: str) -> str:
+    """The data set's name (identity.dataset), else the data file's stem: tables are made per data set."""
+    if ident.get("dataset"):
+        return str(ident["dataset"])
+    if ident.get("data"):
+        return Path(str(ident["data"])).stem
+    raise FormatError(f"{path}: result fields identity.dataset and identity.data are both missing")
+
+
 def _experiment(rec: dict[str, Any], ident: dict[str, Any], elayer: str | None, path: str) -> str | None:
     exp = rec.get("experiment")
     if exp is not None:
@@ -148,7 +156,7 @@ def _point(path: str, rec: dict[str, Any], metrics: dict[str, Any], ev: dict[str
     exp = _experiment(exp_rec, ident, ev.get("layer"), path)
     return Point(
         source=path, experiment=None if stage == "train" and exp != "shift" else exp,
-        dataset=str(_need(ident, "dataset", path, "identity.")), data_hash=ident.get("data_hash"),
+        dataset=_dataset(ident, path), data_hash=ident.get("data_hash"),
         classes=tuple(ident.get("classes") or ()), model=str(_need(ident, "model", path, "identity.")),
         family=str(ident.get("family") or ""), stage=str(stage), loss=ident.get("loss"),
         glayer=ident.get("layer"), gattr=ident.get("attribution"), lam=ident.get("lambda"),

@@ -88,6 +88,11 @@ def other_records() -> list[dict[str, Any]]:
 
 
 def write(path: Path, obj: Any) -> Path:
+    """One record as .json; a list of records as .jsonl (one per line), as the stages write them."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj))
+    if isinstance(obj, list):
+        path = path.with_suffix(".jsonl")
+        path.write_text("".join(json.dumps(r) + "\n" for r in obj))
+    else:
+        path.write_text(json.dumps(obj))
     return path

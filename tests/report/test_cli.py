@@ -31,5 +31,5 @@ def test_tables_cli_errors(tmp_path):
     assert res.exit_code == 2 and res.output.strip().count("\n") == 0 and "no such file" in res.output
     write(tmp_path / "v.json", {**record(f1=0.5, epg=0.5), "schema_version": 7})
     res = runner.invoke(app, ["tables", str(tmp_path / "v.json"), "--out", str(tmp_path / "t")])
-    assert res.exit_code == 1 and "schema_version 7" in res.output and "Traceback" not in res.output
+    assert res.exit_code == 1 and "schema version 7" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "t").exists()
