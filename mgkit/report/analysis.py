@@ -3,7 +3,7 @@
 Definitions (stated again in the report):
 * configuration: (data set, model, evaluation attribution, evaluation layer);
 * baseline: the stage-"train" points of the same data set, classes, model, evaluation attribution and
-  layer, averaged when there are several (seeds);
+  layer: per baseline run (identity.run, seed) the best-F1 point, averaged over runs (seeds);
 * candidates of a loss: every guided point of that configuration (all λ, epochs, seeds, pareto entries);
 * best M at d points: max M over candidates with F1 >= baseline F1 - d (d = 0.01 or 0.05).
 """
@@ -106,6 +106,15 @@ class Analysis:
         pts = self._baselines.get(self._bkey(p))
         if not pts:
             return None
+        # Several points of one baseline run (epochs): its best-F1 ones, the checkpoint guidance starts from
+        # (several records of that checkpoint, e.g. with and without segmentation masks, share its F1).
+        runs: dict[tuple, list[Point]] = defaultdict(list)
+        for b in pts:
+            runs[(b.run, b.seed) if b.run is not None else (id(b),)].append(b)
+        pts = []
+        for group in runs.values():
+            top = max((b.m("f1") for b in group if b.m("f1") is not None), default=None)
+            pts += [b for b in group if b.m("f1") == top]
         keys = ("f1", "epg", "iou", "on_object")
         out: dict[str, Any] = {k: mean_or_none(self.value(b, k) for b in pts) for k in keys}
         out["n"] = len(pts)

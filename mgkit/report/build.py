@@ -32,7 +32,8 @@ def report_markdown(tables: dict[str, list[Table]], plots: list[Path], claims: l
              f"Computed by `mgkit tables` from {n_records} result record(s) on split `{an.split}`; never edited by "
              "hand. Metrics in %.", ""]
     if skipped:
-        lines += ["Records not used (validation-time kinds): " + ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())), ""]
+        lines += ["Records not used (run summaries; epoch lines without validation, or a guided run's epoch 0, "
+                  "which is its parent): " + ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())), ""]
     if an.ignored_split:
         lines += [f"{an.ignored_split} point(s) on other splits than `{an.split}` were ignored.", ""]
     lines += ["## Claims (paper spec §8)", "",

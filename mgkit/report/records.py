@@ -17,8 +17,9 @@ from mgkit.errors import FormatError, UsageError
 SCHEMA = "mgkit.result"
 SCHEMA_VERSION = 1
 EXPERIMENTS = ("main", "annotations", "dilation", "depth", "shift", "segmentation")
-# Kinds that hold test-set measurements; epoch/run records are validation-time bookkeeping.
-USED_KINDS = ("evaluation", "pareto", "shift")
+# Kinds that hold measurements of one checkpoint. Epoch records (metrics.jsonl) are validation-time and only
+# match `--split val`; run records (summary.json) repeat the best epoch and are not read.
+USED_KINDS = ("evaluation", "pareto", "shift", "epoch")
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class Point:
     split: str | None
     metrics: dict[str, Any] = field(default_factory=dict)
     seconds_per_epoch: float | None = None
+    run: str | None = None
 
     def m(self, key: str) -> float | None:
         v = self.metrics.get(key)
@@ -163,7 +165,8 @@ def _point(path: str, rec: dict[str, Any], metrics: dict[str, Any], ev: dict[str
         bbox_frac=float(ident["bbox_frac"]) if ident.get("bbox_frac") is not None else 1.0,
         dilate=float(ident.get("dilate") or 0.0), seed=ident.get("seed"), targets=ident.get("targets"),
         eattr=ev.get("attribution"), elayer=ev.get("layer"), split=split, metrics=metrics,
-        seconds_per_epoch=(training or {}).get("seconds_per_epoch"),
+        seconds_per_epoch=(training or {}).get("seconds_per_epoch") or rec.get("seconds"),
+        run=ident.get("run"),
     )
 
 
@@ -177,7 +180,10 @@ def to_points(sources: Iterable[Source]) -> tuple[list[Point], dict[str, int]]:
     for s in sources:
         rec, path = s.record, s.path
         kind = rec.get("kind")
-        if kind not in USED_KINDS:
+        no_eval = kind == "epoch" and not isinstance(rec.get("evaluation"), dict)
+        # A guided run's epoch 0 is its parent (the baseline) validated before any guidance step.
+        parent_line = kind == "epoch" and rec.get("epoch") == 0 and (rec.get("identity") or {}).get("stage") == "guide"
+        if kind not in USED_KINDS or no_eval or parent_line:
             skipped[str(kind)] = skipped.get(str(kind), 0) + 1
             continue
         if kind == "pareto":

@@ -123,13 +123,31 @@ def test_bad_inputs(tmp_path):
         to_points(load([tmp_path / "w.json"]))
 
 
-def test_directory_skips_foreign_json_and_epoch_records(tmp_path):
+def test_directory_skips_foreign_json_and_run_records(tmp_path):
     write(tmp_path / "d" / "config.json", {"lr": 1})
-    epoch = {**record(f1=0.5, epg=0.5), "kind": "epoch"}
-    (tmp_path / "d" / "metrics.jsonl").write_text(json.dumps(epoch) + "\n")
+    epochs = [{**record(f1=0.5, epg=0.5, split="val"), "kind": "epoch", "epoch": 1},
+              {k: v for k, v in record(f1=0.5, epg=0.5).items() if k != "evaluation"} | {"kind": "epoch"}]
+    write(tmp_path / "d" / "metrics.jsonl", epochs)
+    write(tmp_path / "d" / "summary.json", {**record(f1=0.5, epg=0.5), "kind": "run"})
     write(tmp_path / "d" / "e.json", record(f1=0.5, epg=0.5))
     points, skipped = to_points(load([tmp_path / "d"]))
-    assert len(points) == 1 and skipped == {"epoch": 1}
+    assert sorted(p.split for p in points) == ["test", "val"] and skipped == {"epoch": 1, "run": 1}
+
+
+def test_validation_epochs_with_split_val(tmp_path):
+    """metrics.jsonl lines make tables on --split val; the baseline is its run's best-F1 epoch."""
+    def epoch(loss, n, f1, epg, iou):
+        return {**record(loss=loss, f1=f1, epg=epg, iou=iou, split="val"), "kind": "epoch", "epoch": n}
+
+    recs = [epoch(None, 1, 0.70, 0.30, 0.10), epoch(None, 2, 0.80, 0.35, 0.12), epoch(None, 3, 0.78, 0.50, 0.2),
+            epoch("energy", 0, 0.80, 0.35, 0.12),  # the parent before guidance: not a candidate
+            epoch("energy", 1, 0.79, 0.60, 0.15), epoch("energy", 2, 0.76, 0.70, 0.16)]
+    path = write(tmp_path / "runs" / "metrics.jsonl", recs)
+    build([path], tmp_path / "t", quiet=True, plots=False, split="val")
+    rows = read_csv(tmp_path / "t" / "main-synthetic.csv")
+    assert (row(rows, loss="baseline")["base_f1"], row(rows, loss="baseline")["base_epg"]) == ("80.0", "35.0")
+    e = row(rows, loss="energy")
+    assert (e["n"], e["epg_at_1"], e["epg_at_5"], e["f1_epg_at_5"]) == ("2", "60.0", "70.0", "76.0")
 
 
 def test_experiment_field(tmp_path):
