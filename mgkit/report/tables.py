@@ -75,7 +75,7 @@ def to_markdown(t: Table) -> str:
 
 def _tex(s: str) -> str:
     for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-                 ("±", r"$\pm$"), ("—", "--"), ("λ", r"$\lambda$"), ("×", r"$\times$"), ("−", "-")):
+                 ("±", r"$\pm$"), ("≤", r"$\leq$"), ("—", "--"), ("λ", r"$\lambda$"), ("×", r"$\times$"), ("−", "-")):
         s = s.replace(a, b)
     return s
 

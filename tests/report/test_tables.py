@@ -53,6 +53,7 @@ def test_main_table_numbers(main_out):
     assert "75.0 (77.0)" in md
     tex = (main_out / "tables" / "main-synthetic.tex").read_text()
     assert r"\begin{tabular}" in tex and "75.0 (77.0)" in tex and r"\toprule" in tex
+    assert r"@ $\leq$5pt" in tex and "≤" not in tex and "—" not in tex
     # Baseline matched at the same evaluation layer: vanilla final.
     v = row(rows, model="resnet18", loss="energy")
     assert (v["epg_at_1"], v["f1_epg_at_1"], v["iou_at_5"]) == ("45.0", "71.0", "22.0")
