@@ -508,6 +508,35 @@ def export_cmd(
          lambda s: typer.echo(f"wrote {s['out']}: {s['model']} with {len(s['classes'])} classes ({s['tensors']} tensors)"))
 
 
+# ------------------------------------------------------------------------------------------------- tables
+
+
+@app.command("tables")
+@handle_errors
+def tables_cmd(
+    results: list[Path] = typer.Argument(..., help="Result files (mgkit evaluate / shift JSON) or directories of them."),
+    out: Path = typer.Option(Path("results/tables"), "--out", help="Directory for the tables (md, tex, csv) and plots (png, pdf)."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Claims report (default: OUT/../paper-tables.md)."),
+    split: str = typer.Option("test", "--split", help="Evaluation split the tables compare (shift records keep their splits)."),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="Also draw the Pareto plots (PNG and PDF)."),
+    quiet: bool = QuietOpt, as_json: bool = JsonOpt,
+) -> None:
+    """Paper tables, Pareto plots and a claim-by-claim report from result records.
+
+    Example: [bold]mgkit tables results/*.json --out results/tables[/bold]
+    """
+    from mgkit.report.build import build
+
+    summary = build(results, out, report, split=split, quiet=quiet, plots=plots)
+
+    def render(s: dict[str, Any]) -> None:
+        typer.echo(f"wrote {len(s['files'])} files under {s['out']}; report {s['report']}")
+        for c in s["claims"]:
+            typer.echo(f"  claim {c['claim']}: {c['status']}")
+
+    emit(summary, as_json, render)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

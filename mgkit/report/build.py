@@ -1,0 +1,113 @@
+"""`mgkit tables`: result records -> tables (md, tex, csv), Pareto plots (png, pdf) and the claims report."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+from mgkit.artifacts import write_text_atomic
+from mgkit.errors import UsageError
+from mgkit.progress import log
+from mgkit.report.analysis import Analysis
+from mgkit.report.claims import TOL, Claim, all_claims
+from mgkit.report.records import load, to_points
+from mgkit.report.tables import Table, all_tables, pct_keys_for, to_csv, to_latex, to_markdown
+
+EXPERIMENT_TITLES = {
+    "main": "1. Main comparison (§7.1)", "annotations": "2. Limited annotations (§7.2)",
+    "dilation": "3. Dilated boxes (§7.3)", "depth": "4. Guidance depth (§7.5)",
+    "shift": "5. Distribution shift (§7.6, Table 1)", "segmentation": "6. On-object energy (§7.4)",
+}
+
+
+def _rel(path: Path, start: Path) -> str:
+    return os.path.relpath(path, start)
+
+
+def report_markdown(tables: dict[str, list[Table]], plots: list[Path], claims: list[Claim], report: Path,
+                    an: Analysis, n_records: int, skipped: dict[str, int]) -> str:
+    here = report.parent
+    lines = ["# Paper tables and claims", "",
+             f"Computed by `mgkit tables` from {n_records} result record(s) on split `{an.split}`; never edited by "
+             "hand. Metrics in %.", ""]
+    if skipped:
+        lines += ["Records not used (run summaries; epoch lines without validation, or a guided run's epoch 0, "
+                  "which is its parent): " + ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())), ""]
+    if an.ignored_split:
+        lines += [f"{an.ignored_split} point(s) on other splits than `{an.split}` were ignored.", ""]
+    lines += ["## Claims (paper spec §8)", "",
+              "Each claim is split into checks (a configuration or a comparison). **supported**: every check holds; "
+              "**contradicted**: more than half fail; **partly supported**: otherwise; **not measured**: no check "
+              f"possible from these records. Front dominance: every point of the other loss's front is weakly "
+              f"dominated, within {100 * TOL:.1f} points, by a point of the winning loss's front. 'Best M at ≤d "
+              "points' is the highest M among candidates (all λ, epochs, seeds) whose F1 is at most d points below "
+              "the unguided baseline's.", "",
+              "| # | claim | status |", "|---|---|---|"]
+    lines += [f"| {c.number} | {c.text} | **{c.status}** |" for c in claims]
+    lines.append("")
+    for c in claims:
+        lines += [f"### Claim {c.number}: {c.status}", "", c.text, "", f"Rule: {c.rule}.", ""]
+        lines += [f"- {'holds' if ok else 'fails'}: {d}" for ok, d in c.units]
+        if c.reason:
+            lines += ["", f"Note: {c.reason}."]
+        lines.append("")
+    lines += ["## Experiments", ""]
+    for exp, title in EXPERIMENT_TITLES.items():
+        lines += [f"### {title}", ""]
+        ts = tables.get(exp, [])
+        if not ts:
+            lines += ["Not measured: no records for this experiment.", ""]
+            continue
+        for t in ts:
+            lines.append(f"- {t.title}: " + ", ".join(f"[{ext}]({{dir}}/{t.name}.{ext})" for ext in ("md", "tex", "csv")))
+        prefix = "pareto-" if exp == "main" else f"{exp}-"
+        mine = [p for p in plots if p.name.startswith(prefix)]
+        lines += [f"- plot: [{p.name}]({_rel(p, here)}) ([pdf]({_rel(p.with_suffix('.pdf'), here)}))"
+                  for p in mine if p.suffix == ".png"]
+        lines.append("")
+        for t in ts:
+            lines += [to_markdown(t).replace("### ", "#### ", 1), ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def build(paths: Iterable[str | Path], out: str | Path, report: str | Path | None = None, split: str = "test",
+          quiet: bool = False, plots: bool = True) -> dict[str, Any]:
+    """Read records, write every table / plot / the report; return a summary for --json."""
+    paths = list(paths)
+    if not paths:
+        raise UsageError("give at least one result file or directory")
+    out = Path(out)
+    report = Path(report) if report is not None else out.parent / "paper-tables.md"
+    sources = load(paths)
+    points, skipped = to_points(sources)
+    log(f"read {len(sources)} record(s) from {len(paths)} path(s): {len(points)} measured point(s)", quiet=quiet)
+    an = Analysis(points, split=split)
+    tables = all_tables(an)
+    written: list[Path] = []
+    for exp, ts in tables.items():
+        for t in ts:
+            for ext, text in (("md", to_markdown(t)), ("tex", to_latex(t)), ("csv", to_csv(t, pct_keys_for(t)))):
+                path = out / f"{t.name}.{ext}"
+                write_text_atomic(path, text)
+                written.append(path)
+        log(f"{exp}: {len(ts)} table(s)" if ts else f"{exp}: not measured", quiet=quiet)
+    plot_files: list[Path] = []
+    if plots:
+        from mgkit.report.plots import all_plots  # matplotlib is slow to import; only when plotting
+
+        plot_files = all_plots(an, out)
+        written += plot_files
+        log(f"plots: {len(plot_files)} file(s)", quiet=quiet)
+    claims = all_claims(an, tables)
+    text = report_markdown(tables, plot_files, claims, report, an, len(sources), skipped)
+    text = text.replace("{dir}", _rel(out, report.parent))
+    write_text_atomic(report, text)
+    written.append(report)
+    log(f"wrote {report}", quiet=quiet)
+    return {
+        "report": str(report), "out": str(out), "files": [str(p) for p in written], "records": len(sources),
+        "points": len(points), "split": split, "iou_metric": an.iou_key,
+        "experiments": {e: [t.name for t in ts] for e, ts in tables.items()},
+        "claims": [c.as_dict() for c in claims],
+    }

@@ -1,0 +1,172 @@
+"""Pareto plots in the paper's style (Figs. 5, 6): metric vs F1, one front per loss, baseline cross,
+the regions that dominate (green) or are dominated by (grey) the baseline shaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never a display
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+from mgkit.artifacts import atomic_path  # noqa: E402
+from mgkit.report.analysis import (LAYER_ORDER, Analysis, condition_sort,  # noqa: E402
+                                   config_sort, front, group_rows, loss_sort)
+
+STYLE: dict[str, dict[str, Any]] = {
+    "energy": dict(color="#d62728", marker="o", label="Energy"),
+    "l1": dict(color="#2ca02c", marker="^", label="L1"),
+    "ppce": dict(color="#e6b800", marker="p", label="PPCE"),
+    "rrr": dict(color="#1f77b4", marker="D", label="RRR*"),
+    "energy-size": dict(color="#9467bd", marker="s", label="Energy-size"),
+}
+NAMES = {"epg": "EPG", "iou": "IoU", "on_object": "on-object energy"}
+BASELINE_GID = "baseline"
+
+
+def _style(loss: str | None) -> dict[str, Any]:
+    return STYLE.get(str(loss), dict(color="#7f7f7f", marker="v", label=str(loss)))
+
+
+def series_keys(groups: dict[tuple, list], experiment: str) -> set[tuple]:
+    """(loss, condition) per plotted curve; the main comparison merges everything per loss."""
+    if experiment in ("main", "segmentation"):
+        return {(l, None) for l, _ in groups}
+    return set(groups)
+
+
+def series_styles(configs: dict, experiment: str) -> dict[tuple, dict[str, Any]]:
+    """Colour and marker per curve: the paper's per-loss style, or for a condition sweep (boxes, dilation,
+    depth) the loss's marker with one colour per condition."""
+    keys = {k for groups in configs.values() for k in series_keys(groups, experiment)}
+    if experiment in ("main", "segmentation"):
+        return {k: _style(k[0]) for k in keys}
+    conds = sorted({k[1] for k in keys}, key=lambda c: condition_sort(experiment, c))
+    cmap = matplotlib.colormaps["viridis"]
+    unit = {"annotations": " % boxes", "dilation": " % dilation"}.get(experiment, "")
+    out = {}
+    for k in keys:
+        i = conds.index(k[1])
+        text = f"{100 * k[1]:g}{unit}" if experiment in ("annotations", "dilation") else f"guided at {k[1]}"
+        out[k] = dict(color=cmap(0.85 * i / max(len(conds) - 1, 1)), marker=_style(k[0])["marker"],
+                      label=f"{_style(k[0])['label']}, {text}")
+    return out
+
+
+def pareto_figure(an: Analysis, experiment: str, dataset: str, metric: str) -> Figure | None:
+    """Rows = evaluation layer, columns = model/attribution; None when the experiment has no such data."""
+    configs = group_rows(an, experiment).get(dataset)
+    if not configs:
+        return None
+    keys = sorted(configs, key=config_sort)
+    cols = list(dict.fromkeys((k[1], k[3]) for k in keys))
+    rows = sorted({k[4] for k in keys}, key=lambda l: LAYER_ORDER.index(l) if l in LAYER_ORDER else 99)
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(max(4.6 * len(cols), 6.0), 3.6 * len(rows)), squeeze=False)
+    mkey = an.metric_key(metric)
+    seen: list[tuple] = []
+    styles = series_styles(configs, experiment)
+    for r, layer in enumerate(rows):
+        for c, (model, attr) in enumerate(cols):
+            ax = axes[r][c]
+            ck = next((k for k in keys if (k[1], k[3], k[4]) == (model, attr, layer)), None)
+            ax.set_title(f"{model} · {attr} · {layer}", fontsize=10)
+            ax.set_xlabel("F1 (%)")
+            ax.set_ylabel(f"{NAMES.get(metric, metric)} (%)")
+            ax.grid(True, alpha=0.3, linewidth=0.5)
+            if ck is None:
+                ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes, color="grey")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                continue
+            xs: list[float] = []
+            ys: list[float] = []
+            groups = configs[ck]
+            for key in sorted(series_keys(groups, experiment), key=lambda k: (loss_sort(k[0]), str(k[1]))):
+                loss, cond = key
+                pts = [p for (l, c), ps in groups.items() if l == loss and (cond is None or c == cond) for p in ps]
+                st = styles[key]
+                allxy = [(p.m("f1"), p.m(mkey)) for p in pts]
+                allxy = [(100 * f, 100 * v) for f, v in allxy if f is not None and v is not None]
+                if not allxy:
+                    continue
+                xs += [x for x, _ in allxy]
+                ys += [y for _, y in allxy]
+                tag = loss if cond is None else f"{loss}:{cond}"
+                # All candidates faintly, the front as the connected curve.
+                ax.scatter(*zip(*allxy), s=12, marker=st["marker"], color=st["color"], alpha=0.25,
+                           linewidths=0, gid=f"candidates:{tag}")
+                fr = [(100 * f, 100 * v) for f, v in front(pts, mkey)]
+                ax.plot(*zip(*fr), marker=st["marker"], color=st["color"], markersize=6, linewidth=1.5,
+                        markeredgecolor="black", markeredgewidth=0.5, label=st["label"], gid=f"front:{tag}",
+                        zorder=5)
+                if key not in seen:
+                    seen.append(key)
+            base = an.baseline(next(iter(groups.values()))[0])
+            bx = by = None
+            if base and base.get("f1") is not None and base.get(metric) is not None:
+                bx, by = 100 * base["f1"], 100 * base[metric]
+                xs.append(bx)
+                ys.append(by)
+            if not xs:
+                continue
+            padx = max(1.0, 0.08 * (max(xs) - min(xs)))
+            pady = max(1.0, 0.08 * (max(ys) - min(ys)))
+            x0, x1, y0, y1 = min(xs) - padx, max(xs) + padx, min(ys) - pady, max(ys) + pady
+            ax.set_xlim(x0, x1)
+            ax.set_ylim(y0, y1)
+            if bx is not None:
+                ax.add_patch(Rectangle((bx, by), x1 - bx, y1 - by, color="#2ca02c", alpha=0.12, zorder=0,
+                                       linewidth=0, gid="dominating"))
+                ax.add_patch(Rectangle((x0, y0), bx - x0, by - y0, color="#7f7f7f", alpha=0.18, zorder=0,
+                                       linewidth=0, gid="dominated"))
+                ax.scatter([bx], [by], marker="X", s=140, facecolor="white", edgecolor="black", linewidths=1.2,
+                           zorder=4, label="baseline", gid=BASELINE_GID)
+    handles = [plt.Line2D([], [], color=styles[k]["color"], marker=styles[k]["marker"], markeredgecolor="black",
+                          markeredgewidth=0.5, label=styles[k]["label"]) for k in sorted(seen, key=lambda k: (
+                              loss_sort(k[0]), str(k[1])))]
+    handles.append(plt.Line2D([], [], linestyle="none", marker="X", markersize=10, markerfacecolor="white",
+                              markeredgecolor="black", label="baseline"))
+    # Room below the axes for the legend, so it never runs off a narrow (one-column) figure.
+    ncol = min(len(handles), 2 if len(cols) == 1 else 3 * len(cols))
+    legend_in = 0.32 * -(-len(handles) // ncol) + 0.2
+    width, height = fig.get_size_inches()
+    fig.set_size_inches(width, height + legend_in + 0.5)
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, frameon=False, bbox_to_anchor=(0.5, 0.0))
+    fig.suptitle(f"{NAMES.get(metric, metric)} vs F1 — {dataset}\n({experiment}, split {an.split})", fontsize=11)
+    fig.tight_layout(rect=(0, legend_in / (height + legend_in + 0.5), 1, 1 - 0.55 / (height + legend_in + 0.5)))
+    return fig
+
+
+def save_figure(fig: Figure, stem: Path) -> list[Path]:
+    """Write stem.png and stem.pdf atomically; close the figure."""
+    out = []
+    try:
+        for ext in ("png", "pdf"):
+            path = stem.with_suffix(f".{ext}")
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, format=ext, dpi=150 if ext == "png" else None)
+            out.append(path)
+    finally:
+        plt.close(fig)
+    return out
+
+
+PLOTTED = {"main": ("epg", "iou"), "annotations": ("epg", "iou"), "dilation": ("epg", "iou"),
+           "depth": ("epg", "iou"), "segmentation": ("on_object",)}
+
+
+def all_plots(an: Analysis, out_dir: Path) -> list[Path]:
+    """Per experiment and data set: metric vs F1 (EPG and IoU; on-object energy for segmentation)."""
+    written: list[Path] = []
+    for experiment, metrics in PLOTTED.items():
+        for dataset in sorted(group_rows(an, experiment)):
+            for metric in metrics:
+                fig = pareto_figure(an, experiment, dataset, metric)
+                if fig is not None:
+                    prefix = "pareto" if experiment == "main" else f"{experiment}"
+                    written += save_figure(fig, out_dir / f"{prefix}-{metric}-{dataset}")
+    return written
