@@ -56,16 +56,18 @@ __all__ = ["PREFIX", "CaptumMethod", "available_methods", "captum_maps", "is_cap
 
 PREFIX = "captum:"
 
+_MIXES_BATCH = "it permutes features across the images of a batch, so a map depends on the other images"
+_NEEDS_DISTRIBUTION = "it needs a distribution of baselines; with mgkit's single zero baseline it is "
 # Classes captum.attr exports that cannot serve as a per-class map of one image, with the reason.
 _REFUSED: dict[str, str] = {
     "ShapleyValues": "it enumerates every permutation of the features; use captum:ShapleyValueSampling",
     "Lime": "captum's Lime explains one example per call (not batched); use captum:ShapleyValueSampling",
     "KernelShap": "captum's KernelShap explains one example per call (not batched); use captum:ShapleyValueSampling",
     "LimeBase": "it needs a user-built interpretable model and perturbation function",
-    "FeaturePermutation": "it permutes features across the images of a batch, so a map depends on the other images",
-    "LayerFeaturePermutation": "it permutes features across the images of a batch, so a map depends on the other images",
-    "DeepLiftShap": "it needs a distribution of baselines; with mgkit's single zero baseline it is captum:DeepLift",
-    "LayerDeepLiftShap": "it needs a distribution of baselines; with mgkit's single zero baseline it is captum:LayerDeepLift",
+    "FeaturePermutation": _MIXES_BATCH,
+    "LayerFeaturePermutation": _MIXES_BATCH,
+    "DeepLiftShap": _NEEDS_DISTRIBUTION + "captum:DeepLift",
+    "LayerDeepLiftShap": _NEEDS_DISTRIBUTION + "captum:LayerDeepLift",
     "LRP": "captum's LRP has no rule for the skip connections of a ResNet",
     "LayerLRP": "captum's LRP has no rule for the skip connections of a ResNet",
     "LayerActivation": "it does not depend on the class (no target)",

@@ -152,7 +152,8 @@ def bcos_colour_images(model: Any, x: torch.Tensor, cls: torch.Tensor, chunk: in
 def explanation_pairs(model: Any, images: np.ndarray, labels: np.ndarray, boxes: Sequence[np.ndarray], *,
                       method: str, layer: str, label: str | None = None, pairs: Pairs | None = None,
                       max_classes: int | None = 4, colour: bool | None = None, outside: bool = False,
-                      device: torch.device | str = "cpu", chunk: int = 32, ig_steps: int = 16) -> tuple[Pairs, ModelMaps]:
+                      device: torch.device | str = "cpu", chunk: int = 32,
+                      ig_steps: int = 16) -> tuple[Pairs, ModelMaps]:
     """What one model contributes to the figure.
 
     images uint8 [N, H, W, 3]; labels [N, K] (> 0 = present); boxes: per image float [m, 5] rows
@@ -160,7 +161,8 @@ def explanation_pairs(model: Any, images: np.ndarray, labels: np.ndarray, boxes:
     captum:NAME, as in evaluation; the maps are raw (no clamp or normalisation), EPG as in evaluation.
     pairs: default every ground-truth class of every image (at most max_classes each); pass the first
     model's pairs to a second model so both explain the same pairs. colour: add B-cos colour images
-    (default: for B-cos models). The model is put in eval mode.
+    (default: for B-cos models; always the B-cos explanation W(x), whatever `method` is). The model must
+    already be on `device`; it is put in eval mode. Pairs go through the network `chunk` at a time.
     """
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
