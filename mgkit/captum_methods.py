@@ -52,7 +52,8 @@ from torch import Tensor, nn
 
 from mgkit.errors import UsageError
 
-__all__ = ["PREFIX", "CaptumMethod", "available_methods", "captum_maps", "is_captum", "parse_method"]
+__all__ = ["PREFIX", "CaptumMethod", "available_methods", "captum_maps", "captum_pairs", "check_layer", "is_captum",
+           "parse_method"]
 
 PREFIX = "captum:"
 
@@ -339,3 +340,21 @@ def captum_maps(model: Any, x: Tensor, targets: Tensor, method: CaptumMethod | s
     if tuple(maps.shape[-2:]) != size:
         maps = F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
     return maps.to(x.dtype)
+
+
+def captum_pairs(model: Any, x: Tensor, image_index: Tensor, classes: Tensor, method: CaptumMethod | str,
+                 layer: str, out_size: tuple[int, int] | None = None, *, chunk: int = 64, steps: int = 16,
+                 samples: int = 4) -> Tensor:
+    """Evaluation maps [P, H, W] for P (image, class) pairs, as `mgkit.attribution.attribute_pairs`:
+    pair p explains classes[p] of x[image_index[p]]; one captum call per `chunk` pairs."""
+    m = parse_method(method) if isinstance(method, str) else method
+    check_layer(m, layer)
+    if image_index.shape != classes.shape or image_index.dim() != 1:
+        raise UsageError("image_index and classes must be 1-D tensors of equal length.")
+    if chunk < 1:
+        raise UsageError(f"chunk must be at least 1, got {chunk}.")
+    size = tuple(out_size) if out_size is not None else tuple(x.shape[-2:])
+    maps = [captum_maps(model, x[image_index[i:i + chunk]], classes[i:i + chunk], m, layer, size, steps=steps,
+                        chunk=chunk, samples=samples)
+            for i in range(0, image_index.shape[0], chunk)]
+    return torch.cat(maps) if maps else x.new_zeros((0, *size))

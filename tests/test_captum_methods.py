@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from mgkit.attribution import attribute
-from mgkit.captum_methods import (available_methods, captum_maps, parse_method, patch_mask, window_side)
+from mgkit.captum_methods import (available_methods, captum_maps, captum_pairs, parse_method, patch_mask,
+                                  window_side)
 from mgkit.errors import UsageError
 from mgkit.models import create_model
 
@@ -115,6 +116,19 @@ def test_deeplift_on_resnet_sums_to_logit_difference_and_leaves_model_untouched(
         delta = model(x).gather(1, t[:, None])[:, 0] - model(torch.zeros_like(x)).gather(1, t[:, None])[:, 0]
     torch.testing.assert_close(maps.sum(dim=(1, 2)), delta, rtol=1e-3, atol=1e-4)
     assert [(n, m.inplace) for n, m in model.named_modules() if isinstance(m, nn.ReLU)] == relus_before
+
+
+def test_pairs_follow_their_image_and_class_across_chunks(tiny):
+    model, x, _ = tiny
+    img = torch.tensor([1, 0, 1, 0, 1])
+    cls = torch.tensor([0, 1, 2, 2, 1])
+    got = captum_pairs(model, x, img, cls, "captum:Saliency", "input", chunk=2)
+    assert got.shape == (5, 32, 32)
+    for p in range(5):  # pair p: |d logit_cls / d x| of its own image, summed over channels
+        xr = x[img[p]:img[p] + 1].clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(model(xr)[0, cls[p]], xr)
+        torch.testing.assert_close(got[p], g.abs().sum(1)[0], rtol=1e-5, atol=1e-7)
+    assert captum_pairs(model, x, img[:0], cls[:0], "captum:Saliency", "input").shape == (0, 32, 32)
 
 
 def test_patch_mask_groups_pixels_by_window():

@@ -27,6 +27,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
 from mgkit.artifacts import atomic_path
@@ -100,14 +101,11 @@ def _images_to_input(model: Any, images: np.ndarray, device: torch.device) -> to
 def _maps(model: Any, x: torch.Tensor, img: torch.Tensor, cls: torch.Tensor, method: str, layer: str,
           chunk: int, ig_steps: int) -> torch.Tensor:
     """Raw maps [P, H, W] of the pairs, at the input's size: mgkit's own methods or captum:NAME."""
-    from mgkit.captum_methods import captum_maps, is_captum, parse_method
+    from mgkit.captum_methods import captum_pairs, is_captum
 
     size = tuple(x.shape[-2:])
     if is_captum(method):
-        parsed = parse_method(method)
-        parts = [captum_maps(model, x[img[i:i + chunk]], cls[i:i + chunk], parsed, layer, size, steps=ig_steps,
-                             chunk=chunk) for i in range(0, len(img), chunk)]
-        return torch.cat(parts) if parts else x.new_zeros((0, *size))
+        return captum_pairs(model, x, img, cls, method, layer, size, chunk=chunk, steps=ig_steps)
     from mgkit.attribution import PostProcess, attribute_pairs
 
     return attribute_pairs(model, x, img, cls, method=method, layer=layer, post=PostProcess(), out_size=size,
@@ -298,6 +296,14 @@ def render_explanations(images: np.ndarray, boxes: Sequence[np.ndarray], class_n
                     ax.set_xticks([])
                     ax.set_yticks([])
                 col += w
+    # a thin rule between the image column and each model's block tells the blocks apart at a glance
+    start = 1
+    for w in widths:
+        left = grid[0, start - 1].get_position(fig).x1
+        right = grid[0, start].get_position(fig).x0
+        fig.add_artist(Line2D([(left + right) / 2] * 2, [footer / height, 1 - header / height], color="0.6",
+                              linewidth=0.8, label="separator"))
+        start += slots * w
     legend = [Patch(facecolor=colours[k], label=name) for k, name in enumerate(class_names)]
     fig.legend(handles=legend, loc="upper center", ncol=min(len(legend), 10), fontsize=8, frameon=False,
                bbox_to_anchor=(0.5, 1 - 0.32 / height))

@@ -100,6 +100,7 @@ def test_figure_content(tmp_path):
     # image 0 has one class: its second slot is empty in every model block
     assert len(_axes(fig, "empty")) == 1 + 2
 
+    assert sum(a.get_label() == "separator" for a in fig.artists) == 2  # one rule before each model block
     legend = fig.legends[0]
     assert [t.get_text() for t in legend.get_texts()] == CLASSES
 
