@@ -119,6 +119,11 @@ def _epg(maps: torch.Tensor, boxes: torch.Tensor, cls: torch.Tensor, outside: bo
     return epg(maps, box_masks(boxes, cls, tuple(maps.shape[-2:]), outside=outside))
 
 
+def _is_bcos(model: Any) -> bool:
+    family = getattr(model, "family", None)
+    return getattr(family, "name", family) == "bcos"  # a Family record (or a plain name)
+
+
 def _dynamic_weights(model: Any, x: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
     """B-cos dynamic linear weights W(x) [P, 6, H, W] of class cls[p] (input gradient in explanation mode)."""
     with torch.enable_grad():
@@ -175,7 +180,7 @@ def explanation_pairs(model: Any, images: np.ndarray, labels: np.ndarray, boxes:
     cls = torch.as_tensor(pairs.classes, device=device)
     maps = _maps(model, x, img, cls, method, layer, chunk, ig_steps).float()
     epg = _epg(maps, _pad_boxes(boxes).to(device)[img], cls, outside)
-    want_colour = getattr(model, "family", None) == "bcos" if colour is None else colour
+    want_colour = _is_bcos(model) if colour is None else colour
     colours = bcos_colour_images(model, x[img], cls, chunk) if want_colour else None
     return pairs, ModelMaps(label or getattr(model, "name", "model"), maps.cpu().numpy(), epg.cpu().numpy(), colours)
 
