@@ -33,7 +33,8 @@ from matplotlib.patches import Patch, Rectangle
 from mgkit.artifacts import atomic_path
 from mgkit.errors import UsageError
 
-__all__ = ["Pairs", "ModelMaps", "ground_truth_pairs", "explanation_pairs", "render_explanations", "save_figure"]
+__all__ = ["Pairs", "ModelMaps", "ground_truth_pairs", "check_method", "default_layer", "explanation_pairs",
+           "render_explanations", "save_figure"]
 
 HEAT_CMAP = "jet"
 CELL_IN = 1.8  # inches per grid cell: at dpi 100 a 16-image figure stays legible and under ~4000 px high
@@ -112,11 +113,42 @@ def _maps(model: Any, x: torch.Tensor, img: torch.Tensor, cls: torch.Tensor, met
                            chunk=chunk, ig_steps=ig_steps)
 
 
+def check_method(model: Any, method: str, layer: str) -> None:
+    """Refuse (UsageError, one line) an attribution or layer this model cannot explain with."""
+    from mgkit.attribution import METHODS
+    from mgkit.captum_methods import check_layer, is_captum, parse_method
+    from mgkit.models import LAYERS
+
+    if layer not in LAYERS:
+        raise UsageError(f"unknown --layer {layer!r}; choose one of {', '.join(LAYERS)}.")
+    if is_captum(method):
+        check_layer(parse_method(method), layer)
+    elif method not in METHODS:
+        raise UsageError(f"unknown --attribution {method!r}; choose one of {', '.join(METHODS)} or captum:NAME.")
+    elif method not in model.supported_attributions:
+        raise UsageError(f"--attribution {method} is not available for {model.name}; it supports "
+                         f"{', '.join(model.supported_attributions)}.")
+
+
+def default_layer(method: str) -> str:
+    """The layer an explicitly chosen attribution is drawn at when --layer is not given."""
+    from mgkit.captum_methods import is_captum, parse_method
+
+    if method == "gradcam" or (is_captum(method) and parse_method(method).needs_layer):
+        return "final"
+    return "input"
+
+
 def _epg(maps: torch.Tensor, boxes: torch.Tensor, cls: torch.Tensor, outside: bool) -> torch.Tensor:
+    """EPG of each pair; NaN (drawn without a value, null in JSON) for a class without a box inside-mode."""
     from mgkit.masks import box_masks
     from mgkit.metrics import epg
 
-    return epg(maps, box_masks(boxes, cls, tuple(maps.shape[-2:]), outside=outside))
+    values = epg(maps, box_masks(boxes, cls, tuple(maps.shape[-2:]), outside=outside))
+    if outside:
+        return values
+    has_box = (boxes[..., 0] == cls[:, None].to(boxes.dtype)).any(dim=1)
+    return torch.where(has_box, values, torch.full_like(values, float("nan")))
 
 
 def _is_bcos(model: Any) -> bool:
@@ -282,7 +314,7 @@ def render_explanations(images: np.ndarray, boxes: Sequence[np.ndarray], class_n
                     col += w
                     continue
                 c = int(pairs.classes[p])
-                epg = "" if m.epg is None else f", EPG {float(m.epg[p]):.2f}"
+                epg = "" if m.epg is None or not np.isfinite(m.epg[p]) else f", EPG {float(m.epg[p]):.2f}"
                 ax = fig.add_subplot(grid[i, col], label=f"map:{m.label}:{i}:{c}")
                 # dimmed grey image under the heat map keeps the scene readable
                 ax.imshow(gray, cmap="gray", vmin=-0.6, vmax=1.4, interpolation="nearest")
