@@ -287,7 +287,10 @@ def render_explanations(images: np.ndarray, boxes: Sequence[np.ndarray], class_n
     slots = max([1] + [len(p) for p in per_image])  # class columns per model
     widths = [1 + (m.colour is not None) for m in models]  # cells per class: heat map (+ colour image)
     ncols = 1 + slots * sum(widths)
-    header, footer = 0.75, 0.9  # inches: title and legend; colour bar
+    # inches: title lines (one per model description, say) and the legend row; the colour bar
+    title_lines = len(title.splitlines()) if title else 0
+    legend_top = 0.1 + 0.18 * title_lines
+    header, footer = legend_top + 0.45, 0.9
     fig = Figure(figsize=(ncols * cell, n * cell + header + footer), dpi=dpi)
     FigureCanvasAgg(fig)
     height = fig.get_figheight()
@@ -329,7 +332,7 @@ def render_explanations(images: np.ndarray, boxes: Sequence[np.ndarray], class_n
                     ax = fig.add_subplot(grid[i, col + 1], label=f"colour:{m.label}:{i}:{c}")
                     ax.set_facecolor("black")
                     ax.imshow(np.clip(m.colour[p], 0, 1), interpolation="bilinear")
-                    ax.set_title(f"{m.label}: {class_names[c]}, B-cos W(x)", fontsize=7)
+                    ax.set_title(f"{class_names[c]}: B-cos W(x)", fontsize=7)
                     ax.set_xticks([])
                     ax.set_yticks([])
                 col += w
@@ -343,9 +346,9 @@ def render_explanations(images: np.ndarray, boxes: Sequence[np.ndarray], class_n
         start += slots * w
     legend = [Patch(facecolor=colours[k], label=name) for k, name in enumerate(class_names)]
     fig.legend(handles=legend, loc="upper center", ncol=min(len(legend), 10), fontsize=8, frameon=False,
-               bbox_to_anchor=(0.5, 1 - 0.32 / height))
+               bbox_to_anchor=(0.5, 1 - legend_top / height))
     if title:
-        fig.suptitle(title, fontsize=10, y=1 - 0.05 / height, va="top")
+        fig.suptitle(title, fontsize=9, y=1 - 0.05 / height, va="top", linespacing=1.3)
     bar = fig.add_axes((0.3, 0.5 / height, 0.4, 0.12 / height), label="colorbar")
     cb = fig.colorbar(heat, cax=bar, orientation="horizontal")
     cb.set_label("positive attribution / its maximum (per map); outlines: boxes of the explained class",

@@ -228,7 +228,8 @@ def explain(checkpoints: Sequence[str | Path], data: str | Path, out: str | Path
                                             device=dev, ig_steps=ig_steps)
             drawn.append(maps)
         assert pairs is not None
-        title = f"{Path(data).name} / {split}: " + " · ".join(_describe(m) for m in models)
+        # one line per model: narrow figures (one class per image, one model) stay readable
+        title = "\n".join([f"{Path(data).name}, split {split}"] + [_describe(m) for m in models])
         fig = render_explanations(sel.images, sel.boxes, classes, pairs, drawn, ids=sel.ids, title=title, dpi=dpi)
         description = {
             "tool": "mgkit explain",
