@@ -190,3 +190,20 @@ def test_bcos_colour_images_come_from_the_dynamic_linear_map():
     peak = w.abs().amax(1)
     expected_r = (r / (peak + 1e-12)) / ((r + inv) / (peak + 1e-12) + 1e-12)
     np.testing.assert_allclose(maps.colour[..., 0], expected_r.numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_class_without_box_has_no_epg(tmp_path):
+    torch.manual_seed(0)
+    images, labels, boxes = _scene(n=2)
+    labels[0, 1] = 1  # image 0 is labelled "square" but has no square box
+    model = create_model("resnet18", 3).eval()
+    pairs, maps = explanation_pairs(model, images, labels, boxes, method="ixg", layer="input", label="m")
+    no_box = (pairs.image == 0) & (pairs.classes == 1)
+    assert no_box.sum() == 1 and np.isnan(maps.epg[no_box]).all() and np.isfinite(maps.epg[~no_box]).all()
+    fig = render_explanations(images, boxes, CLASSES, pairs, [maps])
+    (ax,) = _axes(fig, "map:m:0:1")
+    assert ax.get_title() == "m: square"  # no EPG in the title
+    # outside mode (Waterbirds' place task): evidence outside the boxes, defined without a box
+    _, out = explanation_pairs(model, images, labels, boxes, method="ixg", layer="input", pairs=pairs, outside=True)
+    assert np.isfinite(out.epg).all()
