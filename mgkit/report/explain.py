@@ -16,6 +16,7 @@ pair follows on a black ground. A class legend sits on top, the heat-map colour 
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -287,11 +288,18 @@ def render_explanations(images: np.ndarray, boxes: Sequence[np.ndarray], class_n
     slots = max([1] + [len(p) for p in per_image])  # class columns per model
     widths = [1 + (m.colour is not None) for m in models]  # cells per class: heat map (+ colour image)
     ncols = 1 + slots * sum(widths)
-    # inches: title lines (one per model description, say) and the legend row; the colour bar
+    # a narrow figure (one model, one class per image) wraps its title lines and legend to its width
+    width_in = ncols * cell
+    if title:
+        chars = max(20, int(width_in * 72 / (9 * 0.55)))  # 9 pt text, ~0.55 em per character
+        title = "\n".join(textwrap.fill(line, chars) for line in title.splitlines())
     title_lines = len(title.splitlines()) if title else 0
+    legend_cols = max(1, min(len(class_names), 10, int(width_in / 1.2)))
+    legend_rows = -(-len(class_names) // legend_cols)
+    # inches: title lines, legend rows; the colour bar
     legend_top = 0.1 + 0.18 * title_lines
-    header, footer = legend_top + 0.45, 0.9
-    fig = Figure(figsize=(ncols * cell, n * cell + header + footer), dpi=dpi)
+    header, footer = legend_top + 0.3 + 0.2 * legend_rows, 0.9
+    fig = Figure(figsize=(width_in, n * cell + header + footer), dpi=dpi)
     FigureCanvasAgg(fig)
     height = fig.get_figheight()
     grid = fig.add_gridspec(n, ncols, left=0.03, right=0.99, top=1 - header / height, bottom=footer / height,
@@ -345,14 +353,14 @@ def render_explanations(images: np.ndarray, boxes: Sequence[np.ndarray], class_n
                               linewidth=0.8, label="separator"))
         start += slots * w
     legend = [Patch(facecolor=colours[k], label=name) for k, name in enumerate(class_names)]
-    fig.legend(handles=legend, loc="upper center", ncol=min(len(legend), 10), fontsize=8, frameon=False,
+    fig.legend(handles=legend, loc="upper center", ncol=legend_cols, fontsize=8, frameon=False,
                bbox_to_anchor=(0.5, 1 - legend_top / height))
     if title:
         fig.suptitle(title, fontsize=9, y=1 - 0.05 / height, va="top", linespacing=1.3)
     bar = fig.add_axes((0.3, 0.5 / height, 0.4, 0.12 / height), label="colorbar")
     cb = fig.colorbar(heat, cax=bar, orientation="horizontal")
-    cb.set_label("positive attribution / its maximum (per map); outlines: boxes of the explained class",
-                 fontsize=7)
+    cb.set_label(textwrap.fill("positive attribution / its maximum (per map); outlines: boxes of the explained class",
+                               max(30, int(width_in * 72 / (7 * 0.55)))), fontsize=7)
     cb.ax.tick_params(labelsize=6)
     if out is not None:
         save_figure(fig, out)
