@@ -334,7 +334,10 @@ def render_explanations(images: np.ndarray, boxes: Sequence[np.ndarray], class_n
                 ax.imshow(v, cmap=HEAT_CMAP, norm=heat.norm, alpha=np.clip(1.2 * v, 0, 0.85),
                           interpolation="nearest")
                 _draw_boxes(ax, boxes[i], colours, None, only=c, width=1.2)
-                ax.set_title(f"{m.label}: {class_names[c]}{epg}", fontsize=7, color=colours[c][:3])
+                head = f"{m.label}: {class_names[c]}{epg}"
+                if len(head) > cell * 72 / (7 * 0.55):  # wider than its panel: label on a line of its own
+                    head = f"{m.label}\n{class_names[c]}{epg}"
+                ax.set_title(head, fontsize=7, color=colours[c][:3], linespacing=1.1)
                 ax.set_axis_off()
                 if m.colour is not None:
                     ax = fig.add_subplot(grid[i, col + 1], label=f"colour:{m.label}:{i}:{c}")

@@ -140,7 +140,8 @@ def _labels(models: list[_Model]) -> None:
         same = [o for o in models if o.label == m.label]
         if len(same) > 1 and len({o.info.model_name for o in same}) == len(same):
             for o in same:  # e.g. two baselines of different models: the model names tell them apart
-                o.label = o.info.model_name if o.label == "baseline" else f"{o.info.model_name} {o.label}"
+                loss = o.info.config.get("loss") or ""
+                o.label = o.info.model_name if o.label == "baseline" else f"{o.info.model_name} {loss}".strip()
         elif len(same) > 1:
             for k, o in enumerate(same):
                 o.label = f"{o.label} {'ABCDEFGH'[k]}" if k < 8 else f"{o.label} {k + 1}"

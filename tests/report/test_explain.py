@@ -207,3 +207,16 @@ def test_class_without_box_has_no_epg(tmp_path):
     # outside mode (Waterbirds' place task): evidence outside the boxes, defined without a box
     _, out = explanation_pairs(model, images, labels, boxes, method="ixg", layer="input", pairs=pairs, outside=True)
     assert np.isfinite(out.epg).all()
+
+
+def test_long_labels_take_a_line_of_their_own():
+    images, labels, boxes = _scene(n=1)
+    pairs = ground_truth_pairs(labels)
+    base, _ = _synthetic_models(pairs)
+    base.label = "bcos-resnet50 energy-size"
+    fig = render_explanations(images, boxes, CLASSES, pairs, [base], title="a\nb " + "x " * 200)
+    (ax,) = _axes(fig, "map:")
+    assert ax.get_title() == f"bcos-resnet50 energy-size\n{CLASSES[0]}, EPG {base.epg[0]:.2f}"
+    # the long title line is wrapped to the figure's width: no line longer than the figure holds
+    lines = fig._suptitle.get_text().splitlines()
+    assert len(lines) > 3 and max(map(len, lines)) <= fig.get_figwidth() * 72 / (9 * 0.55)
