@@ -153,11 +153,14 @@ def _describe(m: _Model) -> str:
     what = f"{m.info.model_name}"
     if m.info.stage == "guide":
         lam = cfg.get("lam")
-        what += f" ({cfg.get('loss')}, {cfg.get('attribution')}@{cfg.get('layer')}, λ={lam if lam is None else f'{lam:g}'})"
+        lam_text = "?" if lam is None else f"{lam:g}"
+        what += f" ({cfg.get('loss')}, {cfg.get('attribution')}@{cfg.get('layer')}, λ={lam_text})"
     return f"{m.label} = {what}; drawn: {m.method}@{m.layer}"
 
 
-def _identity(m: _Model, data_hash: str, ds: Any) -> dict[str, Any]:
+def _identity(m: _Model, ds: Any) -> dict[str, Any]:
+    """The checkpoint's result-schema identity; data_hash is that of its TRAINING data (the explained
+    file's hash is the sidecar's top-level data_hash)."""
     d = m.info.data
     return results.identity(m.info.config, family=m.info.family.name, data_hash=d.get("fingerprint"),
                             dataset=d.get("dataset", ds.source), task=d.get("task", ds.task), classes=m.info.classes,
@@ -249,7 +252,7 @@ def explain(checkpoints: Sequence[str | Path], data: str | Path, out: str | Path
                 "mean_epg": _mean(d.epg),
                 "pairs": [{"id": sel.ids[int(i)], "class": classes[int(c)], "epg": float(e)}
                           for i, c, e in zip(pairs.image, pairs.classes, d.epg)],
-                "identity": _identity(m, data_hash, ds),
+                "identity": _identity(m, ds),
             } for m, d in zip(models, drawn)],
             "figure": _drawn(fig, [m.label for m in models], len(sel.ids)),
             "options": {"n": n, "ids": ids, "attribution": attribution, "layer": layer, "max_classes": max_classes,
