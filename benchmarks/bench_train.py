@@ -9,21 +9,64 @@ evaluation attributions per second. Random initialisation, random images, 1-3 bo
     python benchmarks/bench_train.py                 # the default grid (CPU: a few minutes)
     python benchmarks/bench_train.py --quick         # resnet18 at 128 only
     python benchmarks/bench_train.py --device cuda --batch 64 --amp   # GPU figures
+
+One configuration, as /work/shared/bench/side_by_side.py calls it (last line: one JSON object with
+images_per_s = batch / median step time, batch, peak_rss_mb):
+
+    python benchmarks/bench_train.py --one guided/vanilla/final --size 224 --batch 8 --eval-batch 4 \
+        --steps 3 --warmup 1 --threads 2 --json [--device cuda] [--amp bf16] [--channels-last]
+
+CONFIG: train/<fam>, guided/<fam>/<layer> or eval/<fam>/<layer>; fam vanilla (resnet50, IxG) or bcos
+(bcos-resnet50, B-cos); layer input or final. Guided = Energy loss, one random ground-truth class per
+image, lambda 1, Adam; eval = mgkit's evaluate (classification + EPG + IoU over every (image,
+ground-truth class) pair) on one in-memory batch per step.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import resource
+import statistics
+import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
+# mgkit's public API, all in one place (adapt here when names change).
 from mgkit.attribution import PostProcess, attribute, attribute_pairs
 from mgkit.data.loader import Batch
 from mgkit.engine.distributed import DistEnv
+from mgkit.engine.evaluate import evaluate
 from mgkit.engine.step import StepSpec, train_step
 from mgkit.models import create_model
+
+FAMILIES = {"vanilla": ("resnet50", "ixg"), "bcos": ("bcos-resnet50", "bcos")}
+
+
+def guided_spec(loss: str | None, attribution: str, layer: str, amp: bool, channels_last: bool) -> StepSpec:
+    """A StepSpec for Energy-style guidance with one random ground-truth class per image, lambda 1."""
+    return StepSpec(loss=loss, attribution=attribution, layer=layer, lam=1.0, targets="random", dilate=0.0,
+                    reduction="sum", size_alpha=0.5, ig_steps=16, outside=False, amp=amp,
+                    channels_last=channels_last)
+
+
+def make_step(config: str, model, device: torch.device, amp: bool, channels_last: bool):
+    """(step(batch) -> None, batch size role) for one CONFIG; times mgkit's real code path."""
+    mode, fam, *rest = config.split("/")
+    layer = rest[0] if rest else "input"
+    _, attribution = FAMILIES[fam]
+    if mode == "eval":
+        model.eval()
+        return lambda b: evaluate(model, [b], device=device, attribution=attribution, layer=layer, amp=amp,
+                                  channels_last=channels_last)
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-5)
+    spec = guided_spec(None if mode == "train" else "energy", attribution, layer, amp, channels_last)
+    gen = torch.Generator().manual_seed(0)
+    env = DistEnv()
+    return lambda b: train_step(model, b, spec, opt, gen, env)
 
 
 def fake_batch(b: int, size: int, k: int, device: torch.device, seed: int = 0) -> Batch:
@@ -96,8 +139,7 @@ def bench_steps(model_name: str, size: int, layers: list[str], batch: int, devic
     rows = []
 
     def spec(loss, layer):
-        return StepSpec(loss=loss, attribution=attribution, layer=layer, lam=1.0, targets="random", dilate=0.0,
-                        reduction="sum", size_alpha=0.5, ig_steps=16, outside=False, amp=amp, channels_last=False)
+        return guided_spec(loss, attribution, layer, amp, False)
 
     plain = timed(lambda: train_step(model, b, spec(None, "input"), opt, gen, env), 1, reps, device)
     ref_plain = timed(lambda: reference_style_step(model, b, opt, "input", False), 1, reps, device)
@@ -128,15 +170,78 @@ def bench_eval(model_name: str, size: int, layer: str, device: torch.device, att
     return pairs / s
 
 
+def parse_config(config: str) -> str:
+    """Check CONFIG's shape; returns it unchanged or exits with one line (code 2)."""
+    parts = config.split("/")
+    ok = (len(parts) == 2 and parts[0] == "train" and parts[1] in FAMILIES) or (
+        len(parts) == 3 and parts[0] in ("guided", "eval") and parts[1] in FAMILIES and parts[2] in ("input", "final"))
+    if not ok:
+        print(f"error: --one {config!r}: expected train/<fam>, guided/<fam>/<layer> or eval/<fam>/<layer> "
+              f"(fam: {'|'.join(FAMILIES)}; layer: input|final)", file=sys.stderr)
+        raise SystemExit(2)
+    return config
+
+
+def run_one(args) -> dict:
+    """Time one CONFIG: median over --steps timed steps after --warmup, batches alternating between two."""
+    config = parse_config(args.one)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    mode, fam = config.split("/")[:2]
+    torch.manual_seed(0)
+    model = create_model(FAMILIES[fam][0], 20).to(device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    b = args.eval_batch if mode == "eval" else args.batch
+    pool = [fake_batch(b, args.size, 20, device, seed=s) for s in range(2)]
+    step = make_step(config, model, device, args.amp is not False, args.channels_last)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for i in range(args.warmup + args.steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        step(pool[i % 2])
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= args.warmup:
+            times.append(time.perf_counter() - t)
+    med = statistics.median(times)
+    rec = {"config": config, "images_per_s": round(b / med, 3), "batch": b, "size": args.size,
+           "step_s": [round(t, 4) for t in times], "threads": torch.get_num_threads(), "device": str(device),
+           "amp": args.amp or None, "channels_last": args.channels_last,
+           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if device.type == "cuda":
+        rec["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return rec
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--amp", action="store_true", help="bf16 autocast in mgkit's steps (CUDA)")
+    ap.add_argument("--amp", nargs="?", const="bf16", default=False, choices=["bf16"],
+                    help="bf16 autocast in mgkit's steps (CPU with AMX/AVX-512 BF16, or CUDA)")
+    ap.add_argument("--one", metavar="CONFIG", default=None,
+                    help="time one configuration (train/<fam>, guided/<fam>/<layer>, eval/<fam>/<layer>)")
+    ap.add_argument("--size", type=int, default=224, help="--one: image side")
+    ap.add_argument("--eval-batch", type=int, default=4, help="--one eval/...: images per evaluation batch")
+    ap.add_argument("--steps", type=int, default=3, help="--one: timed steps")
+    ap.add_argument("--warmup", type=int, default=1, help="--one: untimed steps first")
+    ap.add_argument("--channels-last", action="store_true", help="channels_last model and inputs")
+    ap.add_argument("--json", action="store_true", help="--one: print the result as one JSON line")
     ap.add_argument("--quick", action="store_true", help="resnet18 at 128 only")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
+    if args.one is not None:
+        rec = run_one(args)
+        print(json.dumps(rec) if args.json else
+              f"{rec['config']}: {rec['images_per_s']:.2f} images/s (batch {rec['batch']}, {args.size}px), "
+              f"peak RSS {rec['peak_rss_mb']:.0f} MB")
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -149,7 +254,8 @@ def main() -> None:
             f"{'plain img/s':>13}{'guided img/s':>14}{'ref guided s':>14}{'vs ref':>8}")
     print(head)
     for name, size, attribution in grid:
-        for r in bench_steps(name, size, ["input", "final"], args.batch, device, args.amp, args.reps, attribution):
+        for r in bench_steps(name, size, ["input", "final"], args.batch, device, bool(args.amp), args.reps,
+                             attribution):
             ref = f"{r['ref_guided_s']:>14.3f}{r['speedup_vs_ref']:>7.2f}x" if "ref_guided_s" in r else f"{'-':>14}{'-':>8}"
             mem = f"  peak {r['peak_gib']:.1f} GiB" if "peak_gib" in r else ""
             print(f"{r['model']:<14}{r['size']:>5}{r['layer']:>7}{r['plain_s']:>9.3f}{r['guided_s']:>10.3f}"
