@@ -17,6 +17,7 @@ import argparse
 import json
 import math
 
+import h5py
 import torch
 import torch.nn.functional as F
 
@@ -27,8 +28,8 @@ from mgkit.engine.step import StepSpec, _loc_term, sample_targets
 from mgkit.models import create_model
 
 
-def grad_norm(loss: torch.Tensor, params: list[torch.Tensor]) -> float:
-    grads = torch.autograd.grad(loss, params, allow_unused=True)
+def grad_norm(loss: torch.Tensor, params: list[torch.Tensor], retain: bool = False) -> float:
+    grads = torch.autograd.grad(loss, params, allow_unused=True, retain_graph=retain)
     return math.sqrt(sum(float((g.float() ** 2).sum()) for g in grads if g is not None))
 
 
@@ -54,6 +55,8 @@ def main() -> None:
     model.train()  # as in guided training (BatchNorm in batch mode)
     params = [p for p in model.parameters() if p.requires_grad]
     ds = H5Split(args.data, "val")
+    with h5py.File(args.data, "r") as f:
+        mask_mode = str(f.attrs.get("mask_mode", "inside"))
     batches = []
     for i, b in enumerate(make_loader(ds, args.batch_size, shuffle=False, seed=0, workers=0)):
         if i >= args.batches:
@@ -64,7 +67,7 @@ def main() -> None:
     for loss in args.losses:
         for layer in args.layers:
             spec = StepSpec(loss=loss, attribution=args.attribution, layer=layer, lam=1.0, targets="random",
-                            dilate=0.0, reduction="sum", size_alpha=0.5, ig_steps=16, outside=ds.mask_mode == "outside",
+                            dilate=0.0, reduction="sum", size_alpha=0.5, ig_steps=16, outside=mask_mode == "outside",
                             amp=False, channels_last=False)
             gb = gl = 0.0
             for b in batches:
@@ -73,7 +76,7 @@ def main() -> None:
                 valid = (b.labels.sum(1) > 0)[:, None]
                 loc, logits = _loc_term(model, x, targets, valid, b, spec, DistEnv())
                 bce = F.binary_cross_entropy_with_logits(logits.float(), b.labels)
-                gb += grad_norm(bce, params) / len(batches)
+                gb += grad_norm(bce, params, retain=True) / len(batches)
                 gl += grad_norm(loc, params) / len(batches)
             star = gb / max(gl, 1e-30)
             grid = [round1(star * r) for r in args.ratios]

@@ -23,7 +23,10 @@ RUNS ?= runs/$(TAG)
 RESULTS ?= results/$(TAG)
 SCALE_YAML := pipelines/scales/$(SCALE).yaml
 SCALE_MK := build/pipeline-$(SCALE).mk
-GOAL := $(or $(firstword $(filter-out install test bench help,$(MAKECMDGOALS))),make)
+GOAL := $(or $(firstword $(filter paper-tables demo main annotations dilation depth shift segmentation figures,$(MAKECMDGOALS))),make)
+# Start of this make (the headers show the time since then).
+PIPE_START := $(shell date +%s)
+elapsed = $$$$(( ($$$$(date +%s) - $(PIPE_START)) / 60 ))m$$$$(( ($$$$(date +%s) - $(PIPE_START)) % 60 ))s
 
 # The grid's values live in the YAML; read them only when a pipeline goal needs them (so that
 # `make help` or `make test` neither need nor build the generated file).
@@ -56,8 +59,9 @@ abl_lam = $(call lam_at,$(1),$(S_ablation_layer),$(S_ablation_lambda_index))
 # on a terminal), indented, while a copy goes to the job's log file.
 JOBS :=
 job_no = $(words x $(JOBS))
-# $(call stream,LOG): end of a pipe that keeps stdout for the artifact and shows stderr
-stream = 2>&1 >$(1).out | tee -a $(1) | sed -u 's/^/    /'
+# $(call stream,LOG,LABEL): end of a pipe that keeps stdout in LOG.out, appends stderr (the progress
+# lines) to LOG and shows them prefixed with LABEL (runs of `make -j N` interleave).
+stream = 2>&1 >$(1).out | tee -a $(1) | sed -u 's|^|    [$(2)] |'
 
 # ------------------------------------------------------------------------------------------- data
 # $(call prepare_cmd,OUT,TASK,BBOX_FRAC): TASK multilabel | birds | birds-place
@@ -72,23 +76,23 @@ endef
 # $(DATA_DIR)/TASK-fFRAC.h5
 define DATA_RULE
 $(DATA_DIR)/$(1)-f$(2).h5: | $(STAMP)
-	@echo "[$(GOAL)] prepare $(1) data, $(2) of training boxes -> $$@"
+	@echo "[$(GOAL) +$(elapsed)] prepare $(1) data, $(2) of training boxes -> $$@"
 	@mkdir -p $$(@D)
-	@set -o pipefail; $(call prepare_cmd,$$@,$(1),$(2)) $(call stream,$$@.log)
+	@set -o pipefail; $(call prepare_cmd,$$@,$(1),$(2)) $(call stream,$$@.log,$(1) data)
 	@rm -f $$@.log.out
 endef
 data_file = $(DATA_DIR)/$(1)-f$(2).h5
 DATA_MAIN := $(call data_file,multilabel,1.0)
 
 # --------------------------------------------------------------------------------------- runs
-# $(call TRAIN_RUN,DIR,DATA,FAMILY,SEED)
+# $(call TRAIN_RUN,DIR,DATA,FAMILY,SEED[,EPOCHS]) (EPOCHS default: the family's base_epochs)
 define TRAIN_RUN
 JOBS += $(1)
 $(1)/summary.json: $(2)
-	@echo "[$(GOAL)] train $(call fam_of,$(3)) baseline ($(S_family_$(3)_model), $(S_family_$(3)_base_epochs) epochs) -> $(1) (job $(job_no) of $$(words $$(JOBS)))"
+	@echo "[$(GOAL) +$(elapsed)] train $(call fam_of,$(3)) baseline ($(S_family_$(3)_model), $(or $(5),$(S_family_$(3)_base_epochs)) epochs) -> $(1) (job $(job_no) of $$(words $$(JOBS)))"
 	@mkdir -p $(1)
-	@set -o pipefail; $(TRAIN_CLI) train --data $(2) --model $(S_family_$(3)_model) --epochs $(S_family_$(3)_base_epochs) \
-	  --lr $(S_family_$(3)_lr) --batch-size $(S_family_$(3)_batch) --seed $(4) $(RUN_FLAGS) --out $(1) --json $(call stream,$(1)/log.txt)
+	@set -o pipefail; $(TRAIN_CLI) train --data $(2) --model $(S_family_$(3)_model) --epochs $(or $(5),$(S_family_$(3)_base_epochs)) \
+	  --lr $(S_family_$(3)_lr) --batch-size $(S_family_$(3)_batch) --seed $(4) $(RUN_FLAGS) --out $(1) --json $(call stream,$(1)/log.txt,job $(job_no))
 	@mv $(1)/log.txt.out $$@
 endef
 
@@ -96,12 +100,12 @@ endef
 define GUIDE_RUN
 JOBS += $(1)
 $(1)/summary.json: $(2)/summary.json $(3)
-	@echo "[$(GOAL)] guide $(4) $(5)/$(6) λ=$(7) $(9) -> $(1) (job $(job_no) of $$(words $$(JOBS)))"
+	@echo "[$(GOAL) +$(elapsed)] guide $(4) $(5)/$(6) λ=$(7) $(9) -> $(1) (job $(job_no) of $$(words $$(JOBS)))"
 	@mkdir -p $(1)
 	@set -o pipefail; $(TRAIN_CLI) guide --from $(2)/checkpoints/best_f1.pt --data $(3) --loss $(5) \
 	  --attribution $(call attr_of,$(4)) --layer $(6) --lambda $(7) --epochs $(S_family_$(call fam_of,$(4))_guide_epochs) \
 	  --lr $(S_family_$(call fam_of,$(4))_lr) --batch-size $(S_family_$(call fam_of,$(4))_batch) --seed $(8) $(9) \
-	  $(RUN_FLAGS) --out $(1) --json $(call stream,$(1)/log.txt)
+	  $(RUN_FLAGS) --out $(1) --json $(call stream,$(1)/log.txt,job $(job_no))
 	@mv $(1)/log.txt.out $$@
 endef
 
@@ -109,26 +113,27 @@ endef
 # $(call EVAL_RULE,OUT,DEPS,ARGS,EXPERIMENT,PRUNE_DIRS): `mgkit evaluate ARGS` on the test split
 define EVAL_RULE
 $(1): $(2)
-	@echo "[$(GOAL)] evaluate -> $(1)"
+	@echo "[$(GOAL) +$(elapsed)] evaluate -> $(1)"
 	@mkdir -p $$(@D)
-	@set -o pipefail; $(MGKIT) evaluate $(3) --split test --threshold-split val --experiment $(4) --out $(1) $(call stream,$(1:.json=.log))
+	@set -o pipefail; $(MGKIT) evaluate $(3) --split test --threshold-split val --experiment $(4) --out $(1) $(call stream,$(1:.json=.log),$(notdir $(1:.json=)))
 	@rm -f $(1:.json=.log).out
-	$(if $(filter 1,$(PRUNE)),@rm -f $(foreach d,$(5),$(d)/checkpoints/last.pt))
+	$(if $(and $(filter 1,$(PRUNE)),$(5)),@rm -f $(foreach d,$(5),$(d)/checkpoints/last.pt))
 endef
 
-# $(call SHIFT_RULE,OUT,DEPS,CKPT,DATA,BASELINE_CKPT)
+# $(call SHIFT_RULE,OUT,DEPS,CKPT,DATA,BASELINE_CKPT,PRUNE_DIRS)
 define SHIFT_RULE
 $(1): $(2)
-	@echo "[$(GOAL)] shift -> $(1)"
+	@echo "[$(GOAL) +$(elapsed)] shift -> $(1)"
 	@mkdir -p $$(@D)
-	@set -o pipefail; $(MGKIT) shift $(3) --data $(4) $(if $(5),--baseline $(5)) --experiment shift --out $(1) $(call stream,$(1:.json=.log))
+	@set -o pipefail; $(MGKIT) shift $(3) --data $(4) $(if $(5),--baseline $(5)) --experiment shift --out $(1) $(call stream,$(1:.json=.log),$(notdir $(1:.json=)))
 	@rm -f $(1:.json=.log).out
+	$(if $(and $(filter 1,$(PRUNE)),$(6)),@rm -f $(foreach d,$(6),$(d)/checkpoints/last.pt))
 endef
 
 # $(call TABLES_RULE,REPORT,RESULTS,TABLES_DIR,FIGURES)
 define TABLES_RULE
 $(1): $(2) $(4)
-	@echo "[$(GOAL)] tables -> $(3)/, $(1)"
-	@set -o pipefail; $(MGKIT) tables $(2) --out $(3) --report $(1) $(call stream,$(1:.md=.log))
+	@echo "[$(GOAL) +$(elapsed)] tables -> $(3)/, $(1)"
+	@set -o pipefail; $(MGKIT) tables $(2) --out $(3) --report $(1) $(call stream,$(1:.md=.log),tables)
 	@rm -f $(1:.md=.log).out
 endef

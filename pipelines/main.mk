@@ -35,11 +35,11 @@ main: $(MAIN_RESULTS)
 figure = $(RESULTS)/figures/$(1)-$(2)-energy-vs-l1.png
 define FIGURE_RULE
 $(call figure,$(1),$(2)): $(call main_dir,$(1),$(2),energy,$(call lam_at,energy,$(2),$(S_ablation_lambda_index)))/summary.json $(call main_dir,$(1),$(2),l1,$(call lam_at,l1,$(2),$(S_ablation_lambda_index)))/summary.json
-	@echo "[$(GOAL)] explain -> $$@"
+	@echo "[$(GOAL) +$(elapsed)] explain -> $$@"
 	@mkdir -p $$(@D)
 	@set -o pipefail; $(MGKIT) explain $(call main_dir,$(1),$(2),energy,$(call lam_at,energy,$(2),$(S_ablation_lambda_index)))/checkpoints/best_f1.pt \
 	  --data $(DATA_MAIN) --split test --n $(S_explain_n) \
-	  --compare $(call main_dir,$(1),$(2),l1,$(call lam_at,l1,$(2),$(S_ablation_lambda_index)))/checkpoints/best_f1.pt --out $$@ $(call stream,$$(@:.png=.log))
+	  --compare $(call main_dir,$(1),$(2),l1,$(call lam_at,l1,$(2),$(S_ablation_lambda_index)))/checkpoints/best_f1.pt --out $$@ $(call stream,$$(@:.png=.log),explain)
 	@rm -f $$(@:.png=.log).out
 endef
 $(foreach c,$(S_configs),$(foreach y,$(S_layers),$(eval $(call FIGURE_RULE,$(c),$(y)))))
