@@ -50,9 +50,11 @@ RUN_FLAGS = --device $(DEVICE) --workers $(WORKERS)
 fam_of = $(word 1,$(subst -, ,$(1)))
 attr_of = $(word 2,$(subst -, ,$(1)))
 model_of = $(S_family_$(call fam_of,$(1))_model)
-# the i-th lambda of a loss/layer grid
-lam_at = $(word $(3),$(S_lambda_$(1)_$(2)))
-abl_lam = $(call lam_at,$(1),$(S_ablation_layer),$(S_ablation_lambda_index))
+# lambda grid of (configuration, loss, layer): the configuration's own (lambda_by_config in the
+# YAML) or the default one; lam_at picks its i-th value
+grid = $(or $(S_lambda_by_config_$(1)_$(2)_$(3)),$(S_lambda_$(2)_$(3)))
+lam_at = $(word $(4),$(call grid,$(1),$(2),$(3)))
+abl_lam = $(call lam_at,$(S_ablation_config),$(1),$(S_ablation_layer),$(S_ablation_lambda_index))
 
 # ---------------------------------------------------------------------------------------- progress
 # Every job prints one header line and streams the stage's own progress lines (plain lines when not

@@ -7,7 +7,7 @@ $(eval $(call DATA_RULE,multilabel,1.0))
 base_dir = $(RUNS)/base/$(1)
 main_dir = $(RUNS)/main/$(1)/$(2)/$(3)/lam$(4)
 # run directories of one (config, layer, loss) over the lambda grid
-main_dirs = $(foreach x,$(S_lambda_$(3)_$(2)),$(call main_dir,$(1),$(2),$(3),$(x)))
+main_dirs = $(foreach x,$(call grid,$(1),$(3),$(2)),$(call main_dir,$(1),$(2),$(3),$(x)))
 main_result = $(RESULTS)/main/$(1)-$(2)-$(3).json
 base_result = $(RESULTS)/main/base-$(1)-$(2).json
 
@@ -15,7 +15,7 @@ base_result = $(RESULTS)/main/base-$(1)-$(2).json
 FAMILIES := $(sort $(foreach c,$(S_configs) $(S_ablation_config),$(call fam_of,$(c))))
 $(foreach f,$(FAMILIES),$(eval $(call TRAIN_RUN,$(call base_dir,$(f)),$(DATA_MAIN),$(f),$(S_data_seed))))
 
-$(foreach c,$(S_configs),$(foreach y,$(S_layers),$(foreach l,$(S_losses),$(foreach x,$(S_lambda_$(l)_$(y)),\
+$(foreach c,$(S_configs),$(foreach y,$(S_layers),$(foreach l,$(S_losses),$(foreach x,$(call grid,$(c),$(l),$(y)),\
   $(eval $(call GUIDE_RUN,$(call main_dir,$(c),$(y),$(l),$(x)),$(call base_dir,$(call fam_of,$(c))),$(DATA_MAIN),$(c),$(l),$(y),$(x),$(S_data_seed),))))))
 
 # $(call main_results,CONFIGS,LAYERS,LOSSES)
@@ -34,12 +34,12 @@ main: $(MAIN_RESULTS)
 # Figures: per configuration and layer, Energy against L1 at the ablation lambda index.
 figure = $(RESULTS)/figures/$(1)-$(2)-energy-vs-l1.png
 define FIGURE_RULE
-$(call figure,$(1),$(2)): $(call main_dir,$(1),$(2),energy,$(call lam_at,energy,$(2),$(S_ablation_lambda_index)))/summary.json $(call main_dir,$(1),$(2),l1,$(call lam_at,l1,$(2),$(S_ablation_lambda_index)))/summary.json
+$(call figure,$(1),$(2)): $(call main_dir,$(1),$(2),energy,$(call lam_at,$(1),energy,$(2),$(S_ablation_lambda_index)))/summary.json $(call main_dir,$(1),$(2),l1,$(call lam_at,$(1),l1,$(2),$(S_ablation_lambda_index)))/summary.json
 	@echo "[$(GOAL) +$(elapsed)] explain -> $$@"
 	@mkdir -p $$(@D)
-	@set -o pipefail; $(MGKIT) explain $(call main_dir,$(1),$(2),energy,$(call lam_at,energy,$(2),$(S_ablation_lambda_index)))/checkpoints/best_f1.pt \
+	@set -o pipefail; $(MGKIT) explain $(call main_dir,$(1),$(2),energy,$(call lam_at,$(1),energy,$(2),$(S_ablation_lambda_index)))/checkpoints/best_f1.pt \
 	  --data $(DATA_MAIN) --split test --n $(S_explain_n) \
-	  --compare $(call main_dir,$(1),$(2),l1,$(call lam_at,l1,$(2),$(S_ablation_lambda_index)))/checkpoints/best_f1.pt --out $$@ $(call stream,$$(@:.png=.log),explain)
+	  --compare $(call main_dir,$(1),$(2),l1,$(call lam_at,$(1),l1,$(2),$(S_ablation_lambda_index)))/checkpoints/best_f1.pt --out $$@ $(call stream,$$(@:.png=.log),explain)
 	@rm -f $$(@:.png=.log).out
 endef
 $(foreach c,$(S_configs),$(foreach y,$(S_layers),$(eval $(call FIGURE_RULE,$(c),$(y)))))

@@ -1,6 +1,7 @@
 # 5. Distribution shift (paper 7.6, Table 1): the birds task, conventional (bird type; mask inside
 # the box) and reversed (place; mask outside), boxes for S_shift_bbox_frac of the training images,
-# baseline vs Energy vs L1, one baseline and guided pair per training seed (tables: mean +- std).
+# baseline vs Energy vs L1, one baseline and guided pair per training seed (tables: mean +- std);
+# lambda: the configuration's grid value at the ablation index (calibrated on the multilabel data).
 
 $(foreach t,$(S_shift_tasks),$(eval $(call DATA_RULE,$(t),$(S_shift_bbox_frac))))
 shift_data = $(call data_file,$(1),$(S_shift_bbox_frac))
@@ -13,7 +14,7 @@ $(eval $(call TRAIN_RUN,$(call shift_dir,$(1),$(2),base,$(3)),$(call shift_data,
 $(eval $(call SHIFT_RULE,$(call shift_result,$(1),$(2),base,$(3)),$(call shift_dir,$(1),$(2),base,$(3))/summary.json,\
   $(call shift_dir,$(1),$(2),base,$(3))/checkpoints/best_f1.pt,$(call shift_data,$(2)),))
 $(foreach l,$(S_shift_losses),\
-  $(eval $(call GUIDE_RUN,$(call shift_dir,$(1),$(2),$(l),$(3)),$(call shift_dir,$(1),$(2),base,$(3)),$(call shift_data,$(2)),$(1),$(l),$(S_shift_layer),$(S_shift_lambda_$(l)),$(3),))\
+  $(eval $(call GUIDE_RUN,$(call shift_dir,$(1),$(2),$(l),$(3)),$(call shift_dir,$(1),$(2),base,$(3)),$(call shift_data,$(2)),$(1),$(l),$(S_shift_layer),$(call lam_at,$(1),$(l),$(S_shift_layer),$(S_ablation_lambda_index)),$(3),))\
   $(eval $(call SHIFT_RULE,$(call shift_result,$(1),$(2),$(l),$(3)),$(call shift_dir,$(1),$(2),$(l),$(3))/summary.json,\
     $(call shift_dir,$(1),$(2),$(l),$(3))/checkpoints/best_f1.pt,$(call shift_data,$(2)),$(call shift_dir,$(1),$(2),base,$(3))/checkpoints/best_f1.pt,$(call shift_dir,$(1),$(2),$(l),$(3)))))
 endef
