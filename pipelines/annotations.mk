@@ -7,7 +7,7 @@ ABL_BASE = $(call base_dir,$(call fam_of,$(ABL_C)))
 abl_main_dir = $(call main_dir,$(ABL_C),$(ABL_Y),$(1),$(call abl_lam,$(1)))
 
 $(foreach f,$(S_annotations),$(eval $(call DATA_RULE,multilabel,$(f))))
-ann_dir = $(RUNS)/annotations/$(1)/f$(2)
+ann_dir = $(RUNS)/annotations/$(1)/f$(2)-lam$(call abl_lam,$(1))
 ann_result = $(RESULTS)/annotations/$(ABL_C)-$(ABL_Y)-$(1)-f$(2).json
 $(foreach l,$(S_ablation_losses),$(foreach f,$(S_annotations),\
   $(eval $(call GUIDE_RUN,$(call ann_dir,$(l),$(f)),$(ABL_BASE),$(call data_file,multilabel,$(f)),$(ABL_C),$(l),$(ABL_Y),$(call abl_lam,$(l)),$(S_data_seed),))\

@@ -4,7 +4,7 @@
 # The input point is the main run.
 
 DEPTH_L := $(S_depth_loss)
-depth_dir = $(RUNS)/depth/$(DEPTH_L)/$(1)
+depth_dir = $(RUNS)/depth/$(DEPTH_L)/$(1)-lam$(call lam_at,$(ABL_C),$(DEPTH_L),$(1),$(S_ablation_lambda_index))
 depth_result = $(RESULTS)/depth/$(ABL_C)-$(DEPTH_L)-$(1).json
 $(foreach y,$(S_depth_layers),\
   $(eval $(call GUIDE_RUN,$(call depth_dir,$(y)),$(ABL_BASE),$(DATA_MAIN),$(ABL_C),$(DEPTH_L),$(y),$(call lam_at,$(ABL_C),$(DEPTH_L),$(y),$(S_ablation_lambda_index)),$(S_data_seed),\

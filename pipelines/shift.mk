@@ -5,7 +5,8 @@
 
 $(foreach t,$(S_shift_tasks),$(eval $(call DATA_RULE,$(t),$(S_shift_bbox_frac))))
 shift_data = $(call data_file,$(1),$(S_shift_bbox_frac))
-shift_dir = $(RUNS)/shift/$(1)/$(2)/$(3)-s$(4)
+# guided runs carry their lambda in the name, so that a changed grid makes new runs
+shift_dir = $(RUNS)/shift/$(1)/$(2)/$(3)-s$(4)$(if $(filter base,$(3)),,-lam$(call lam_at,$(1),$(3),$(S_shift_layer),$(S_ablation_lambda_index)))
 shift_result = $(RESULTS)/shift/$(1)-$(2)-$(3)-s$(4).json
 
 # $(call SHIFT_SET,CONFIG,TASK,SEED)
