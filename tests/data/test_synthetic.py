@@ -234,6 +234,21 @@ def test_cli_multilabel_json_and_bbox_frac(tmp_path):
     assert np.array_equal(sets["a"], sets["b"]) and not np.array_equal(sets["a"], sets["d"])
 
 
+def test_birds_place_is_the_reversed_task_on_the_same_images():
+    birds = _scenes("test", 24, 32, task="birds")
+    place = _scenes("test", 24, 32, task="birds-place")
+    plan = S.plan(task="birds-place", n_train=2, n_val=2, n_test=2)
+    assert plan.mask_mode == "outside" and plan.classes == ["land", "water"]
+    assert S.plan(task="birds", n_train=2, n_val=2, n_test=2).mask_mode == "inside"
+    for b, p in zip(birds, place):
+        assert np.array_equal(b.image, p.image) and b.group == p.group
+        y, where = divmod(p.group, 2)
+        assert b.labels.argmax() == y and p.labels.argmax() == where  # label: bird type vs place
+        assert np.array_equal(b.boxes[:, 1:], p.boxes[:, 1:]) and p.boxes[0, 0] == where
+        on_bird = b.instances > 0
+        assert (p.segmentation[on_bird] == 0).all() and (p.segmentation[~on_bird] == where + 1).all()
+
+
 def test_cli_birds_and_workers(tmp_path):
     res = _cli("--out", str(tmp_path / "b.h5"), "--task", "birds", "--train", "40", "--val", "10", "--test", "12",
                "--size", "64", "--quiet")

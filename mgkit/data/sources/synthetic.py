@@ -43,6 +43,12 @@ waves), the big easy shortcut: P(place = bird type) = ``spurious`` (default 1.0)
 while test is balanced over the four groups (group = y * 2 + place). One box per image around the
 bird; segmentation 1 = landbird, 2 = waterbird.
 
+Task ``birds-place``: the reversed Waterbirds task on the very same images as ``birds`` (same seed, same
+scenes): the label is the place (land / water), the box is still the bird's (its class column is the
+place class) and the data file's mask mode is ``outside``, so guidance pushes attributions off the bird
+onto the background; the bird is now the shortcut. Segmentation: place id + 1 on background pixels, 0
+on the bird.
+
 Sizes: the CLI defaults (1500 train / 300 val / 600 test, and 600 test_shifted, at 128 x 128) are
 enough for a small ResNet to learn the shapes within about ten epochs, and small enough that
 preparing takes seconds and training one model runs on a CPU. Every split stores segmentation.
@@ -66,10 +72,10 @@ from mgkit.errors import UsageError
 
 GENERATOR = "mgkit-synthetic"
 GENERATOR_VERSION = "1.0"
-TASKS = ("multilabel", "birds")
+TASKS = ("multilabel", "birds", "birds-place")
 SPLIT_IDS: dict[str, int] = {"train": 0, "val": 1, "test": 2, "test_shifted": 3}
-_TASK_IDS = {"multilabel": 0, "birds": 1}
-DEFAULT_SPURIOUS = {"multilabel": 0.9, "birds": 1.0}
+_TASK_IDS = {"multilabel": 0, "birds": 1, "birds-place": 1}  # birds-place: the same images as birds
+DEFAULT_SPURIOUS = {"multilabel": 0.9, "birds": 1.0, "birds-place": 1.0}
 
 SHAPES: tuple[str, ...] = ("disc", "square", "triangle", "cross", "ring", "diamond",
                            "star", "bar", "tee", "crescent", "frame", "hourglass")
@@ -463,17 +469,20 @@ def _birds_scene(item: Item, size: int) -> Scene:
     inst = np.zeros((size, size), np.int16)
     inst[y0:y0 + h, x0:x0 + w][mask] = 1
     _paint(img, mask, y0, x0, colour, rng)
+    # birds-place (reversed task): the label is the place, the evidence everything but the bird.
+    target = place if item.params.task == "birds-place" else y
+    seg = (inst == 0) * (place + 1) if item.params.task == "birds-place" else inst * (y + 1)
     labels = np.zeros(2, np.uint8)
-    labels[y] = 1
-    return Scene(image=np.clip(np.rint(img), 0, 255).astype(np.uint8), segmentation=(inst * (y + 1)).astype(np.uint8),
-                 instances=inst, classes=[y], full_pixels=[int(mask.sum())],
-                 boxes=_boxes(inst, [y], [(y0, x0, h, w)]), labels=labels, cues=None, group=2 * y + place)
+    labels[target] = 1
+    return Scene(image=np.clip(np.rint(img), 0, 255).astype(np.uint8), segmentation=seg.astype(np.uint8),
+                 instances=inst, classes=[target], full_pixels=[int(mask.sum())],
+                 boxes=_boxes(inst, [target], [(y0, x0, h, w)]), labels=labels, cues=None, group=2 * y + place)
 
 
 def render(record: Record, size: int) -> Scene:
     """Generate one image with all its ground truth (tests and figures use this; `load` wraps it)."""
     item: Item = record.payload
-    if item.params.task == "birds":
+    if item.params.task in ("birds", "birds-place"):
         return _birds_scene(item, size)
     return _multilabel_scene(item, size)
 
@@ -518,9 +527,9 @@ def plan(*, task: str = "multilabel", num_classes: int = 6, spurious: float | No
     counts = {"train": n_train, "val": n_val, "test": n_test}
     common: dict[str, Any] = {"generator": GENERATOR, "generator_version": GENERATOR_VERSION, "task": task,
                               "seed": seed, "spurious": spurious, "counts": counts}
-    if task == "birds":
-        params = Params("birds", seed, 2, spurious)
-        splits = {s: [Record(f"birds-{s}-{i:06d}", Item(params, s, i, y, place))
+    if task in ("birds", "birds-place"):
+        params = Params(task, seed, 2, spurious)
+        splits = {s: [Record(f"{task}-{s}-{i:06d}", Item(params, s, i, y, place))
                       for i, (y, place) in enumerate(_bird_items(params, s, n))] for s, n in counts.items()}
         prov = {**common, "classes": {
             "landbird": "legs, short conical beak, raised fan tail",
@@ -528,9 +537,13 @@ def plan(*, task: str = "multilabel", num_classes: int = 6, spurious: float | No
             "places": {"land": "green/brown blotches with vertical streaks", "water": "blue horizontal waves"},
             "correlation": "P(place = class) = spurious in train and val; test balanced over the 4 groups",
             "bird_size_frac": list(BIRD_SIZE), "segmentation": "0 background, 1 landbird, 2 waterbird"}
-        return SourcePlan(source="synthetic", task="binary", classes=list(BIRD_CLASSES), splits=splits, load=load,
-                          provenance=prov, segmentation_splits=set(splits),
-                          group_names=list(BIRD_GROUPS))
+        if task == "birds-place":
+            prov.update(target="place (reversed task): the evidence lies outside the bird's box",
+                        segmentation="0 on the bird, place id + 1 (1 land, 2 water) elsewhere")
+        return SourcePlan(source="synthetic", task="binary",
+                          classes=list(PLACES) if task == "birds-place" else list(BIRD_CLASSES), splits=splits,
+                          load=load, provenance=prov, segmentation_splits=set(splits),
+                          group_names=list(BIRD_GROUPS), mask_mode="outside" if task == "birds-place" else "inside")
 
     if not 2 <= num_classes <= MAX_CLASSES:
         raise UsageError(f"--classes must lie in 2..{MAX_CLASSES}, got {num_classes}")

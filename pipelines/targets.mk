@@ -1,0 +1,35 @@
+# The two goals: `make paper-tables` (every experiment) and `make demo` (one model, Energy vs L1,
+# input and final, the birds shift), each ending with tables, plots and the claims report.
+
+ALL_RESULTS := $(MAIN_RESULTS) $(ANNOTATION_RESULTS) $(DILATION_RESULTS) $(DEPTH_RESULTS) $(SHIFT_RESULTS) $(SEGMENTATION_RESULTS)
+PAPER_REPORT := $(RESULTS)/paper-tables.md
+$(eval $(call TABLES_RULE,$(PAPER_REPORT),$(ALL_RESULTS),$(RESULTS)/tables,$(FIGURES)))
+
+DEMO_CONFIG := vanilla-ixg
+DEMO_SHIFT_TASK := birds
+DEMO_SHIFT_SEED := $(firstword $(S_shift_seeds))
+ifneq ($(DEMO_CONFIG),$(S_shift_config))
+$(eval $(call SHIFT_SET,$(DEMO_CONFIG),$(DEMO_SHIFT_TASK),$(DEMO_SHIFT_SEED)))
+endif
+DEMO_RESULTS := $(call main_results,$(DEMO_CONFIG),input final,energy l1) \
+  $(call shift_results,$(DEMO_CONFIG),$(DEMO_SHIFT_TASK),$(DEMO_SHIFT_SEED))
+DEMO_FIGURES := $(call figure,$(DEMO_CONFIG),input) $(call figure,$(DEMO_CONFIG),final)
+DEMO_REPORT := $(RESULTS)/demo.md
+$(eval $(call TABLES_RULE,$(DEMO_REPORT),$(DEMO_RESULTS),$(RESULTS)/demo-tables,$(DEMO_FIGURES)))
+
+# $(call done_msg,GOAL,REPORT,TABLES_DIR,FIGURES)
+define done_msg
+	@echo "[$(1)] done ($(DATASET), SCALE=$(SCALE)):"
+	@echo "  claims report   $(2)"
+	@echo "  tables, plots   $(3)/"
+	@echo "  figures         $(dir $(firstword $(4)))"
+	@echo "  runs and logs   $(RUNS)/ (each run's log.txt, metrics.jsonl, summary.json)"
+endef
+
+# `make paper-tables` / `make demo` (Makefile) run these with one job per core.
+_paper-tables: $(PAPER_REPORT)
+	$(call done_msg,paper-tables,$(PAPER_REPORT),$(RESULTS)/tables,$(FIGURES))
+_demo: $(DEMO_REPORT)
+	$(call done_msg,demo,$(DEMO_REPORT),$(RESULTS)/demo-tables,$(DEMO_FIGURES))
+
+.PHONY: _paper-tables _demo
