@@ -140,27 +140,39 @@ def _parse(text: str, where: str) -> Any:
         raise FormatError(f"{where}: not valid JSON ({str(e).splitlines()[0]})") from None
 
 
-def read_records(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
-    """Every record in `paths`: a .json file holds one record, a .jsonl file one per line.
+def records_in(path: str | Path, *, skip_foreign: bool = False) -> list[dict[str, Any]]:
+    """The records of one file: a .json file holds one record, a .jsonl file one per line.
 
-    Raises FormatError with one line naming the file (and line) for a missing, invalid or foreign file.
+    Raises FormatError with one line naming the file (and line) for an unreadable, invalid or foreign
+    file; with `skip_foreign`, JSON that is not an mgkit result (other files in a results folder) is
+    skipped instead, while a result of another schema version is still refused.
     """
+    path = Path(path)
+    if not path.is_file():
+        raise FormatError(f"{path}: no such result file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise FormatError(f"{path}: not readable ({e.__class__.__name__})") from None
+    lines = ([(f"{path}:{n}", line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+             if path.suffix == ".jsonl" else [(str(path), text)])
     out: list[dict[str, Any]] = []
-    for path in map(Path, paths):
-        if not path.is_file():
-            raise FormatError(f"{path}: no such result file")
+    for where, chunk in lines:
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise FormatError(f"{path}: not readable ({e.__class__.__name__})") from None
-        if path.suffix == ".jsonl":
-            for n, line in enumerate(text.splitlines(), 1):
-                if line.strip():
-                    where = f"{path}:{n}"
-                    out.append(validate_record(_parse(line, where), where))
-        else:
-            out.append(validate_record(_parse(text, str(path)), str(path)))
+            obj = _parse(chunk, where)
+        except FormatError:
+            if skip_foreign:
+                continue
+            raise
+        if skip_foreign and (not isinstance(obj, Mapping) or obj.get("schema") != SCHEMA):
+            continue
+        out.append(validate_record(obj, where))
     return out
+
+
+def read_records(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """Every record in the files `paths` (see `records_in`)."""
+    return [rec for path in paths for rec in records_in(path)]
 
 
 def write_record(path: str | Path, rec: Mapping[str, Any]) -> None:

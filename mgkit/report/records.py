@@ -1,21 +1,15 @@
-"""Reading result records (schema v1) into flat, comparable points for the tables.
-
-`load` is the only function that touches files. It is a stand-in for `mgkit.results.read_records`
-(issue 8) until that lands: switching means replacing the body of `load` and keeping `to_points`.
-"""
+"""Reading result records (schema v1, `mgkit.results`) into flat, comparable points for the tables."""
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 from mgkit.errors import FormatError, UsageError
+from mgkit.results import records_in
 
-SCHEMA = "mgkit.result"
-SCHEMA_VERSION = 1
 EXPERIMENTS = ("main", "annotations", "dilation", "depth", "shift", "segmentation")
 # Kinds that hold measurements of one checkpoint. Epoch records (metrics.jsonl) are validation-time and only
 # match `--split val`; run records (summary.json) repeat the best epoch and are not read.
@@ -30,34 +24,6 @@ class Source:
     record: dict[str, Any]
 
 
-def _read_file(path: Path, strict: bool) -> list[Source]:
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise FormatError(f"{path}: cannot read ({e.strerror or e})") from None
-    objs: list[Any] = []
-    try:
-        if path.suffix == ".jsonl":  # one record per line (metrics.jsonl); a .json file holds one record
-            objs = [json.loads(line) for line in text.splitlines() if line.strip()]
-        else:
-            objs = [json.loads(text)]
-    except json.JSONDecodeError as e:
-        if not strict:
-            return []
-        raise FormatError(f"{path}: not JSON ({e.msg} at line {e.lineno})") from None
-    out = []
-    for obj in objs:
-        if not isinstance(obj, dict) or obj.get("schema") != SCHEMA:
-            if not strict:
-                continue  # a directory may hold other JSON (configs, pareto.json indices)
-            raise FormatError(f'{path}: not an mgkit result (no "schema": "{SCHEMA}")')
-        version = obj.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise FormatError(f"{path}: result schema version {version!r}, this mgkit reads {SCHEMA_VERSION}")
-        out.append(Source(str(path), obj))
-    return out
-
-
 def load(paths: Iterable[str | Path]) -> list[Source]:
     """Every mgkit result record in `paths` (files, or directories searched for *.json / *.jsonl).
 
@@ -67,9 +33,9 @@ def load(paths: Iterable[str | Path]) -> list[Source]:
     for p in map(Path, paths):
         if p.is_dir():
             for f in sorted([*p.rglob("*.json"), *p.rglob("*.jsonl")]):
-                sources += _read_file(f, strict=False)
+                sources += [Source(str(f), r) for r in records_in(f, skip_foreign=True)]
         elif p.exists():
-            sources += _read_file(p, strict=True)
+            sources += [Source(str(p), r) for r in records_in(p)]
         else:
             raise UsageError(f"{p}: no such file or directory")
     return sources

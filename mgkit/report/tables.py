@@ -148,7 +148,7 @@ def comparison_tables(an: Analysis, experiment: str) -> list[Table]:
         if experiment in _COND:
             cols.append(Column(_COND[experiment], ("condition",), "text"))
         cols.append(Column("n", ("n",), "text"))
-        cols += [Column(f"baseline F1", ("base_f1",)), *[Column(f"baseline {_m(an, m)}", (f"base_{m}",)) for m in metrics]]
+        cols += [Column("baseline F1", ("base_f1",)), *[Column(f"baseline {_m(an, m)}", (f"base_{m}",)) for m in metrics]]
         for m in metrics:
             for d in DROPS:
                 k = f"{m}_at_{int(d * 100)}"

@@ -109,7 +109,7 @@ def test_bad_inputs(tmp_path):
     with pytest.raises(UsageError, match="no such file"):
         load([tmp_path / "nope.json"])
     (tmp_path / "x.json").write_text("{not json")
-    with pytest.raises(FormatError, match="not JSON"):
+    with pytest.raises(FormatError, match="not valid JSON"):
         load([tmp_path / "x.json"])
     (tmp_path / "y.json").write_text(json.dumps({"a": 1}))
     with pytest.raises(FormatError, match="not an mgkit result"):
@@ -120,8 +120,8 @@ def test_bad_inputs(tmp_path):
     bad = record(f1=0.5, epg=0.5)
     del bad["identity"]["model"]
     (tmp_path / "w.json").write_text(json.dumps(bad))
-    with pytest.raises(FormatError, match="identity.model"):
-        to_points(load([tmp_path / "w.json"]))
+    with pytest.raises(FormatError, match="identity lacks model"):
+        load([tmp_path / "w.json"])
 
 
 def test_directory_skips_foreign_json_and_run_records(tmp_path):
