@@ -24,7 +24,7 @@ from torch import Tensor
 from mgkit.errors import UsageError
 from mgkit.models import LAYERS, GuidedModel
 
-__all__ = ["METHODS", "PostProcess", "attribute", "attribute_pairs", "post_process"]
+__all__ = ["METHODS", "PostProcess", "attribute", "attribute_pairs", "evaluation_maps", "post_process"]
 
 METHODS = ("ixg", "bcos", "gradcam", "intgrad")
 
@@ -190,6 +190,103 @@ def attribute(
     return (out[:, 0] if targets.dim() == 1 else out), logits
 
 
+def _pair_slots(image_index: Tensor, classes: Tensor, batch: int) -> tuple[Tensor, Tensor]:
+    """Slot of each pair within its image (0, 1, ... in pair order) and S = most pairs of one image."""
+    p = image_index.shape[0]
+    order = torch.argsort(image_index, stable=True)
+    sorted_img = image_index[order]
+    counts = torch.bincount(image_index, minlength=batch)
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.empty_like(image_index)
+    slot[order] = torch.arange(p, device=image_index.device) - starts[sorted_img]
+    return slot, counts
+
+
+def evaluation_maps(
+    model: GuidedModel,
+    x: Tensor,
+    image_index: Tensor,
+    classes: Tensor,
+    *,
+    method: str,
+    layer: str,
+    post: PostProcess = PostProcess(),
+    out_size: tuple[int, int] | None = None,
+    ig_steps: int = 16,
+) -> tuple[Tensor, Tensor]:
+    """Maps [P,H,W] of P (image, class) pairs (pair p explains classes[p] of x[image_index[p]]) and the
+    logits [B,K] of all of x, from ONE forward pass over x. No graph is kept.
+
+    Where the family has a closed form at the final layer (`Family.final_layer_maps`: GAP + Linear
+    heads, the B-cos 1x1 head) every class's map follows from the forward activation, without any
+    backward pass. Otherwise the pairs of each image are put in slots (slot j = the j-th pair of an
+    image) and one gradient call per slot covers all images having a j-th pair, so the graph of the
+    single forward is reused S times (S = most pairs of one image) and only [B, activation] gradients are
+    alive at once. The model must be in eval mode (train-mode BatchNorm would mix images).
+    """
+    if model.training:
+        raise UsageError("evaluation maps need the model in eval mode; call model.eval() first.")
+    if image_index.shape != classes.shape or image_index.dim() != 1:
+        raise UsageError("image_index and classes must be 1-D tensors of equal length.")
+    batch = x.shape[0]
+    _check(model, x, torch.zeros(batch, dtype=torch.long, device=x.device), method, layer)
+    size = out_size if out_size is not None else tuple(x.shape[-2:])
+    image_index, classes = image_index.long(), classes.long()
+    p = image_index.shape[0]
+    closed = model.family.final_layer_maps.get(method) if layer == "final" else None
+    if p == 0 or closed is not None:
+        taps: dict[str, Tensor] = {}
+        handle = None
+        if p:
+            handle = model.layer_module(layer).register_forward_hook(lambda _m, _i, out: taps.__setitem__("a", out))
+        try:
+            with torch.no_grad():
+                logits = model(x)
+                if not p:
+                    return x.new_zeros((0, *size)), logits
+                coarse = closed(model.net, taps["a"])[image_index, classes]
+        finally:
+            if handle is not None:
+                handle.remove()
+        return post_process(coarse, post, size), logits
+
+    alphas = None
+    if method == "intgrad" and not model.family.exact_intgrad:
+        if ig_steps < 1:
+            raise UsageError(f"ig_steps must be at least 1, got {ig_steps}.")
+        midpoints = (torch.arange(ig_steps, dtype=x.dtype, device=x.device) + 0.5) / ig_steps
+        alphas = torch.cat([torch.ones(1, dtype=x.dtype, device=x.device), midpoints])
+    slot, counts = _pair_slots(image_index, classes, batch)
+    out = None
+    with torch.enable_grad():
+        act, tap, all_logits = _forward_tapped(model, model, x, layer, alphas)
+        logits = all_logits[:batch].detach()
+        act = act.detach()
+        s = int(counts.max())
+        for j in range(s):
+            pairs = torch.nonzero(slot == j, as_tuple=True)[0]
+            rows, cls = image_index[pairs], classes[pairs]
+            if alphas is None:
+                objective = all_logits[rows, cls].sum()
+            else:
+                path = all_logits[batch:].unflatten(0, (ig_steps, batch))
+                objective = path[:, rows, cls].sum()
+            with model.explanation_mode() if method == "bcos" else contextlib.nullcontext():
+                (grad,) = torch.autograd.grad(objective, tap, retain_graph=j + 1 < s)
+            if alphas is not None:
+                grad = grad[batch:].unflatten(0, (ig_steps, batch)).mean(dim=0)
+            grad, a = grad[rows], act[rows]
+            if method == "gradcam":
+                coarse = F.relu((grad.mean(dim=(2, 3), keepdim=True) * a).sum(dim=1))
+            else:
+                coarse = (grad * a).sum(dim=1)
+            maps = post_process(coarse, post, size)
+            if out is None:
+                out = maps.new_empty((p, *size))
+            out[pairs] = maps
+    return out, logits
+
+
 def attribute_pairs(
     model: GuidedModel,
     x: Tensor,
@@ -200,24 +297,9 @@ def attribute_pairs(
     layer: str,
     post: PostProcess = PostProcess(),
     out_size: tuple[int, int] | None = None,
-    chunk: int = 64,
     ig_steps: int = 16,
 ) -> Tensor:
-    """Evaluation maps [P,H,W] for P (image, class) pairs: pair p explains classes[p] of x[image_index[p]].
-
-    No graph is kept. The model must be in eval mode (train-mode BatchNorm would make a map depend on
-    the other pairs of its chunk); B-cos explanation mode is switched on only around the gradient.
-    """
-    if model.training:
-        raise UsageError("attribute_pairs needs the model in eval mode; call model.eval() first.")
-    if image_index.shape != classes.shape or image_index.dim() != 1:
-        raise UsageError("image_index and classes must be 1-D tensors of equal length.")
-    if chunk < 1:
-        raise UsageError(f"chunk must be at least 1, got {chunk}.")
-    size = out_size if out_size is not None else tuple(x.shape[-2:])
-    maps = [
-        attribute(model, x[image_index[i:i + chunk]], classes[i:i + chunk], method=method, layer=layer,
-                  create_graph=False, post=post, out_size=size, ig_steps=ig_steps)[0]
-        for i in range(0, image_index.shape[0], chunk)
-    ]
-    return torch.cat(maps) if maps else x.new_zeros((0, *size))
+    """Evaluation maps [P,H,W] for P (image, class) pairs (see `evaluation_maps`, which also gives the
+    logits). No graph is kept; the model must be in eval mode."""
+    return evaluation_maps(model, x, image_index, classes, method=method, layer=layer, post=post,
+                           out_size=out_size, ig_steps=ig_steps)[0]

@@ -578,6 +578,111 @@ def explain_cmd(
     emit({k: v for k, v in result.items() if k != "provenance"}, as_json, render)
 
 
+def _eval_options(**kw: Any):
+    from mgkit.engine.assess import EvalOptions
+
+    tsplit = kw.pop("threshold_split")
+    kw["threshold_split"] = None if tsplit in (None, "none") else tsplit
+    return EvalOptions(**{k: (str(v) if isinstance(v, Path) else v) for k, v in kw.items()})
+
+
+def _write_and_show(rec: dict[str, Any], out: Optional[Path], as_json: bool, show: Callable) -> None:
+    from mgkit.results import dumps, write_record
+
+    if out is not None:
+        write_record(out, rec)
+    if as_json:
+        typer.echo(dumps(rec, indent=2))
+    else:
+        show(rec)
+        if out is not None:
+            typer.echo(f"wrote {out}")
+
+
+EvalDataOpt = typer.Option(..., "--data", help="Prepared data file to evaluate on.")
+EvalOutOpt = typer.Option(None, "--out", help="Result record to write (JSON, written atomically).")
+ExperimentOpt = typer.Option(None, "--experiment", help="Experiment name stored in the record (mgkit tables groups by it).")
+EvalAttributionOpt = typer.Option(None, "--attribution", help="ixg | bcos | gradcam | intgrad | captum:NAME (default: the run's own).")
+EvalLayerOpt2 = typer.Option(None, "--layer", help="input | mid1 | mid2 | mid3 | final (default: the run's own).")
+MapsOpt = typer.Option("raw", "--maps", help="raw: maps as the metrics define them; reference: the training loss's post-processing first (as the reference evaluates).")
+EvalSeedOpt = typer.Option(0, "--seed", min=0, help="Seed (recorded; evaluation itself is deterministic).")
+EvalDeviceOpt = typer.Option("auto", "--device", help="auto | cpu | cuda | mps.")
+EvalBatchOpt2 = typer.Option(64, "--eval-batch-size", min=1, help="Images per batch.")
+EvalWorkersOpt = typer.Option(0, "--workers", min=0, help="DataLoader worker processes.")
+EvalAmpOpt = typer.Option("none", "--amp", help="none | bf16: bf16 autocast for forward and attribution (CUDA only); maps and metrics stay float32, numbers may differ in the 3rd decimal.")
+EvalIouOpt = typer.Option(0.5, "--iou-threshold", help="Fixed IoU threshold on min-max normalised maps.")
+IgStepsOpt = typer.Option(16, "--ig-steps", min=1, help="Riemann steps of IntGrad on non-X-DNN models.")
+BaselineOpt = typer.Option(None, "--baseline", help="Baseline checkpoint, scored with the same attribution and layer.")
+
+
+@app.command("evaluate")
+@handle_errors
+def evaluate_cmd(
+    checkpoints: Optional[list[Path]] = typer.Argument(None, help="Checkpoint(s) to evaluate (one record each)."),
+    data: Path = EvalDataOpt,
+    split: str = typer.Option("test", "--split", help="Split to report."),
+    threshold_split: str = typer.Option("val", "--threshold-split", help="Split on which the IoU threshold is chosen (paper protocol); none: no chosen threshold."),
+    attribution: Optional[str] = EvalAttributionOpt, layer: Optional[str] = EvalLayerOpt2, maps: str = MapsOpt,
+    baseline: Optional[Path] = BaselineOpt,
+    pareto: Optional[list[Path]] = typer.Option(None, "--pareto", help="Guided run directories: evaluate every Pareto checkpoint and write the merged front."),
+    experiment: Optional[str] = ExperimentOpt, out: Optional[Path] = EvalOutOpt,
+    seed: int = EvalSeedOpt, device: str = EvalDeviceOpt, eval_batch_size: int = EvalBatchOpt2,
+    workers: int = EvalWorkersOpt, amp: str = EvalAmpOpt, iou_threshold: float = EvalIouOpt, ig_steps: int = IgStepsOpt,
+    quiet: bool = QuietOpt, as_json: bool = JsonOpt,
+) -> None:
+    """Score a checkpoint on a split: F1, mAP, EPG, IoU (fixed and chosen threshold), per class and box size.
+
+    Example: [bold]mgkit evaluate runs/energy/checkpoints/best_f1.pt --data data/voc.h5 --split test --baseline runs/base/checkpoints/best_f1.pt --out results/energy.json[/bold]
+    """
+    from mgkit.engine.assess import Evaluator, pareto_record
+    from mgkit.engine.show import show_evaluation, show_pareto
+
+    checkpoints = [*(checkpoints or [])]
+    pareto = [*(pareto or [])]
+    if pareto and checkpoints:
+        # typer puts run directories after --pareto RUN into the positional list
+        pareto, checkpoints = pareto + checkpoints, []
+    if not pareto and len(checkpoints) != 1:
+        raise UsageError("mgkit evaluate takes one checkpoint (or --pareto RUN_DIR...)")
+    if pareto and baseline is not None:
+        raise UsageError("--baseline cannot be combined with --pareto")
+    ev = Evaluator(_eval_options(data=data, split=split, threshold_split=threshold_split, attribution=attribution,
+                                 layer=layer, maps=maps, experiment=experiment, seed=seed, device=device,
+                                 eval_batch_size=eval_batch_size, workers=workers, amp=amp,
+                                 iou_threshold=iou_threshold, ig_steps=ig_steps, quiet=quiet))
+    if pareto:
+        _write_and_show(pareto_record(ev, pareto), out, as_json, show_pareto)
+    else:
+        _write_and_show(ev.record(checkpoints[0], baseline), out, as_json, show_evaluation)
+
+
+@app.command("shift")
+@handle_errors
+def shift_cmd(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint to test under distribution shift."),
+    data: Path = EvalDataOpt, baseline: Optional[Path] = BaselineOpt,
+    attribution: Optional[str] = EvalAttributionOpt, layer: Optional[str] = EvalLayerOpt2, maps: str = MapsOpt,
+    experiment: Optional[str] = ExperimentOpt, out: Optional[Path] = EvalOutOpt,
+    seed: int = EvalSeedOpt, device: str = EvalDeviceOpt, eval_batch_size: int = EvalBatchOpt2,
+    workers: int = EvalWorkersOpt, amp: str = EvalAmpOpt, ig_steps: int = IgStepsOpt,
+    quiet: bool = QuietOpt, as_json: bool = JsonOpt,
+) -> None:
+    """Robustness to a spurious cue: per-group and worst-group accuracy (data with groups), and test vs
+    test_shifted (synthetic data with inverted cues), next to a baseline.
+
+    Example: [bold]mgkit shift runs/energy/checkpoints/best_f1.pt --data data/birds.h5 --baseline runs/base/checkpoints/best_f1.pt --out results/shift/energy.json[/bold]
+    """
+    from mgkit.engine.assess import Evaluator
+    from mgkit.engine.shift import shift_record
+    from mgkit.engine.show import show_shift
+
+    ev = Evaluator(_eval_options(data=data, split="test", threshold_split=None, attribution=attribution,
+                                 layer=layer, maps=maps, experiment=experiment, seed=seed, device=device,
+                                 eval_batch_size=eval_batch_size, workers=workers, amp=amp, ig_steps=ig_steps,
+                                 quiet=quiet))
+    _write_and_show(shift_record(ev, checkpoint, baseline), out, as_json, show_shift)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, ContextManager
@@ -196,6 +196,10 @@ class Family:
     batch_size: int
     train_epochs: int
     guide_epochs: int
+    # method -> fn(net, act) giving every class's map [B, K, h, w] at the "final" layer from the forward
+    # activation `act` alone (no backward); methods missing here take the autograd path
+    final_layer_maps: Mapping[str, Callable[[nn.Module, Tensor], Tensor]] = field(
+        default_factory=dict, hash=False, compare=False)
 
     def training_defaults(self) -> dict[str, Any]:
         """The defaults `config.resolve` fills in (config.FAMILY_DEFAULTS mirrors them for --help)."""
@@ -224,20 +228,66 @@ def _same_state(net: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:
 def _bcos_state(net: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:
     return _from_reference_bcos(net, state)  # defined with the weight readers below
 
+def _gap_linear_maps(method: str) -> Callable[[nn.Module, Tensor], Tensor]:
+    """Final-layer maps of a network ending in global average pooling and a Linear head (torchvision and
+    X-DNN ResNets): d logit_k / dA = W_k / (h*w) at every position, so IxG = sum_c W_kc A_c / (h*w); GradCAM
+    (mean gradient W_k / (h*w)) is its ReLU; IntGrad along alpha*A integrates a constant gradient, so it
+    equals IxG. All classes come from one matmul."""
+
+    def maps(net: nn.Module, act: Tensor) -> Tensor:
+        h, w = act.shape[-2:]
+        out = torch.einsum("kc,bchw->bkhw", net.fc.weight.to(act.dtype), act) / (h * w)
+        return out.relu() if method == "gradcam" else out
+
+    return maps
+
+
+def _bcos_head_maps(method: str) -> Callable[[nn.Module, Tensor], Tensor]:
+    """Final-layer maps of the B-cos ResNet, whose head is a 1x1 B-cos conv (b=2) BEFORE pooling:
+    f_k = o_k |o_k| / n with o = W A (unit-norm rows), n = sqrt(|A|^2 + 1e-6) per position, and
+    logit_k = mean_hw f_k + bias. With the dynamic scale |o_k|/n constant (explanation mode) the map is
+    f_k / (h*w). The full gradient is (2|o_k|/n W_k - f_k A / n^2) / (h*w), so IxG = f_k (2 - |A|^2/n^2) / (h*w)
+    and GradCAM uses its spatial mean. Checked against autograd in tests/test_attribution.py."""
+
+    def maps(net: nn.Module, act: Tensor) -> Tensor:
+        head = net.fc
+        h, w = act.shape[-2:]
+        hw = h * w
+        o = head.linear(act)  # [B, K, h, w]
+        n2 = head.calc_patch_norms(act) ** 2  # [B, 1, h, w], |A|^2 + 1e-6
+        n = n2.sqrt()
+        f = o * o.abs() / n
+        if method == "bcos":
+            return f / hw
+        if method == "ixg":
+            return f * (2 - (act * act).sum(1, keepdim=True) / n2) / hw
+        weight = head.linear.weight.flatten(1)
+        weight = weight / weight.norm(dim=1, keepdim=True)  # [K, C], as NormedConv2d uses it
+        # spatial mean of the gradient: [B, K, C]
+        g = (torch.einsum("bk,kc->bkc", (2 * o.abs() / n).sum((2, 3)), weight.to(act.dtype))
+             - torch.einsum("bkhw,bchw->bkc", f / n2, act)) / (hw * hw)
+        return torch.einsum("bkc,bchw->bkhw", g, act).relu()
+
+    return maps
+
+
 _COMMON = dict(stage_modules=_RESNET_STAGES, guide_epochs=50)
 FAMILIES: dict[str, Family] = {
     "vanilla": Family(name="vanilla", prepare=_imagenet_normalise, input_channels=3, put_head=_linear_head,
                       attributions=("ixg", "gradcam", "intgrad"), default_attribution="ixg", exact_intgrad=False,
                       explanation_mode=_no_explanation_mode, remap_state=_same_state,
-                      lr=1e-5, batch_size=16, train_epochs=100, **_COMMON),
+                      lr=1e-5, batch_size=16, train_epochs=100,
+                      final_layer_maps={m: _gap_linear_maps(m) for m in ("ixg", "gradcam", "intgrad")}, **_COMMON),
     "xdnn": Family(name="xdnn", prepare=_imagenet_normalise, input_channels=3, put_head=_linear_head,
                    attributions=("ixg", "gradcam", "intgrad"), default_attribution="intgrad", exact_intgrad=True,
                    explanation_mode=_no_explanation_mode, remap_state=_same_state,
-                   lr=1e-5, batch_size=16, train_epochs=100, **_COMMON),
+                   lr=1e-5, batch_size=16, train_epochs=100,
+                   final_layer_maps={m: _gap_linear_maps(m) for m in ("ixg", "gradcam", "intgrad")}, **_COMMON),
     "bcos": Family(name="bcos", prepare=_bcos_channels, input_channels=6, put_head=_bcos_head_on,
                    attributions=("bcos", "ixg", "gradcam", "intgrad"), default_attribution="bcos",
                    exact_intgrad=False, explanation_mode=_bcos_explanation_mode, remap_state=_bcos_state,
-                   lr=1e-4, batch_size=64, train_epochs=300, **_COMMON),
+                   lr=1e-4, batch_size=64, train_epochs=300,
+                   final_layer_maps={m: _bcos_head_maps(m) for m in ("bcos", "ixg", "gradcam")}, **_COMMON),
 }
 
 FAMILY_ATTRIBUTIONS: dict[str, tuple[str, ...]] = {name: f.attributions for name, f in FAMILIES.items()}

@@ -288,7 +288,7 @@ def test_attribute_pairs_equals_per_pair_attribute(models: dict[str, GuidedModel
                                 ("xdnn-resnet18", "gradcam", "final")):
         model = models[name]
         x = _x(model, n=3)
-        maps = attribute_pairs(model, x, image_index, classes, method=method, layer=layer, post=post, chunk=2)
+        maps = attribute_pairs(model, x, image_index, classes, method=method, layer=layer, post=post)
         assert maps.shape == (5, 32, 32) and not maps.requires_grad
         for p in range(5):
             single, _ = attribute(model, x[image_index[p:p + 1]], classes[p:p + 1], method=method, layer=layer,

@@ -7,9 +7,9 @@ from typing import Any
 
 import torch
 
-from mgkit.attribution import PostProcess, attribute_pairs
+from mgkit.attribution import PostProcess, evaluation_maps
 from mgkit.data.loader import images_to_float
-from mgkit.metrics import LocalizationAccumulator, classification_metrics, group_metrics
+from mgkit.metrics import DEFAULT_IOU_GRID, LocalizationAccumulator, classification_metrics, group_metrics
 from mgkit.masks import box_area, box_masks
 from mgkit.progress import Reporter
 
@@ -17,36 +17,42 @@ from mgkit.progress import Reporter
 def evaluate(model, loader, *, device: torch.device, attribution: str, layer: str, outside: bool = False,
              iou_threshold: float = 0.5, ig_steps: int = 16, group_names: list[str] | None = None,
              amp: bool = False, channels_last: bool = False, reporter: Reporter | None = None,
-             description: str = "eval") -> dict[str, Any]:
+             description: str = "eval", post: PostProcess = PostProcess(),
+             chosen_threshold: float | None = None, maps_fn=None) -> dict[str, Any]:
     """Every metric of a split in one pass over it (on one process: validation under torchrun runs on
     rank 0 only; AP needs every score of a class, so sharding it would mean gathering all logits).
 
     Localization covers every (image, ground-truth class) pair of the images that have boxes (the
     reference evaluates every pair; images without any box, e.g. Waterbirds without CUB boxes, have
-    no ground truth to localise against and are left out). Maps are raw attributions (no clamp or
-    normalisation): EPG and IoU apply their own.
+    no ground truth to localise against and are left out). Maps are raw attributions by default (no
+    clamp or normalisation: EPG and IoU apply their own); `post` applies a training loss's
+    post-processing before upsampling (`--maps reference`). Each batch runs ONE forward pass, whose
+    logits are the classification scores (`mgkit.attribution.evaluation_maps`); `maps_fn` replaces
+    that function (same signature), e.g. for captum methods. With `chosen_threshold` (a threshold
+    chosen on another split) the result's localization also holds "iou_chosen", IoU at that threshold.
     """
     model.eval()
-    acc = LocalizationAccumulator(iou_threshold=iou_threshold)
+    maps_fn = maps_fn or evaluation_maps
+    grid = DEFAULT_IOU_GRID if chosen_threshold is None else (*DEFAULT_IOU_GRID, chosen_threshold)
+    acc = LocalizationAccumulator(iou_threshold=iou_threshold, thresholds=grid)
     all_logits, all_labels, all_groups = [], [], []
     autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext())
     batches = loader if reporter is None else reporter.track(loader, len(loader), description)
     for batch in batches:
         b = batch.to(device)
         x = model.prepare_input(images_to_float(b.images, channels_last))
-        with torch.no_grad(), autocast:
-            logits = model(x).float()
-        all_logits.append(logits.cpu())
+        has_boxes = (b.boxes[:, :, 0] >= 0).any(1)
+        img, cls = torch.nonzero((b.labels > 0) & has_boxes[:, None], as_tuple=True)
+        with autocast:
+            maps, logits = maps_fn(model, x, img, cls, method=attribution, layer=layer, post=post,
+                                   out_size=tuple(x.shape[-2:]), ig_steps=ig_steps)
+        all_logits.append(logits.detach().float().cpu())
         all_labels.append(b.labels.cpu())
         if b.groups is not None:
             all_groups.append(b.groups.cpu())
-        has_boxes = (b.boxes[:, :, 0] >= 0).any(1)
-        img, cls = torch.nonzero((b.labels > 0) & has_boxes[:, None], as_tuple=True)
         if img.numel() == 0:
             continue
-        with autocast:
-            maps = attribute_pairs(model, x, img, cls, method=attribution, layer=layer, post=PostProcess(),
-                                   out_size=tuple(x.shape[-2:]), ig_steps=ig_steps).float()
+        maps = maps.float()
         size = tuple(maps.shape[-2:])
         pair_boxes = b.boxes[img]
         masks = box_masks(pair_boxes, cls, size, outside=outside)
@@ -60,8 +66,12 @@ def evaluate(model, loader, *, device: torch.device, attribution: str, layer: st
                    group=None if b.groups is None else b.groups[img])
     logits = torch.cat(all_logits)
     labels = torch.cat(all_labels)
+    loc = acc.result()
+    if chosen_threshold is not None:
+        loc["iou_chosen"] = acc.result(iou_threshold=chosen_threshold)["iou"]
+        loc["chosen_threshold"] = chosen_threshold
     out: dict[str, Any] = {"images": int(labels.shape[0]), "classification": classification_metrics(logits, labels),
-                           "finite_logits": bool(torch.isfinite(logits).all()), "localization": acc.result()}
+                           "finite_logits": bool(torch.isfinite(logits).all()), "localization": loc}
     if all_groups and group_names:
         out["groups"] = group_metrics(logits.argmax(1), labels.argmax(1), torch.cat(all_groups), group_names)
     return out
@@ -82,7 +92,9 @@ def result_sections(result: dict[str, Any], classes: list[str],
     loc = result.get("localization") or {}
     grp = result.get("groups")
     metrics: dict[str, Any] = {k: cls.get(k) for k in ("f1", "precision", "recall", "accuracy", "exact_match", "mAP")}
-    metrics.update(epg=loc.get("epg"), iou=loc.get("iou"), iou_chosen=loc.get("best_iou"),
+    # iou_chosen: IoU at the threshold chosen on another split when one was given, else (validation
+    # during training) at the best threshold of this split
+    metrics.update(epg=loc.get("epg"), iou=loc.get("iou"), iou_chosen=loc.get("iou_chosen", loc.get("best_iou")),
                    best_threshold=loc.get("best_threshold"), best_iou=loc.get("best_iou"),
                    on_object=(loc.get("on_object") or {}).get("ratio"), pairs=loc.get("count", 0))
     metrics.update(worst_group=grp["worst_group"] if grp else None, mean_group=grp["mean_group"] if grp else None,
