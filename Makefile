@@ -31,10 +31,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_train.py
 
 # The pipeline goals run independent jobs side by side, one per core, each single-threaded (the runs
-# are small: two one-thread processes beat one two-thread process); JOBS=1 runs one job at a time.
-JOBS ?= $(shell nproc 2>/dev/null || echo 1)
+# are small: two one-thread processes beat one two-thread process); PARALLEL=1 runs one job at a time.
+PARALLEL ?= $(shell nproc 2>/dev/null || echo 1)
 paper-tables demo: | $(STAMP)
-	@$(MAKE) --no-print-directory -j$(JOBS) $(if $(filter-out 1,$(JOBS)),OMP_NUM_THREADS=1) _$@
+	@$(MAKE) --no-print-directory -j$(PARALLEL) $(if $(filter-out 1,$(PARALLEL)),OMP_NUM_THREADS=1) _$@
 
 include pipelines/common.mk
 ifneq ($(S_configs),)
