@@ -110,8 +110,9 @@ def _maps(model: Any, x: torch.Tensor, img: torch.Tensor, cls: torch.Tensor, met
         return captum_pairs(model, x, img, cls, method, layer, size, chunk=chunk, steps=ig_steps)
     from mgkit.attribution import PostProcess, attribute_pairs
 
+    # one forward per image; `chunk` bounds only captum's batches
     return attribute_pairs(model, x, img, cls, method=method, layer=layer, post=PostProcess(), out_size=size,
-                           chunk=chunk, ig_steps=ig_steps)
+                           ig_steps=ig_steps)
 
 
 def check_method(model: Any, method: str, layer: str) -> None:
