@@ -40,6 +40,7 @@ from mgkit.data.loader import Batch
 from mgkit.engine.distributed import DistEnv
 from mgkit.engine.evaluate import evaluate
 from mgkit.engine.step import StepSpec, train_step
+from mgkit.engine.trainer import make_optimizer
 from mgkit.models import create_model
 
 FAMILIES = {"vanilla": ("resnet50", "ixg"), "bcos": ("bcos-resnet50", "bcos")}
@@ -62,7 +63,7 @@ def make_step(config: str, model, device: torch.device, amp: bool, channels_last
         return lambda b: evaluate(model, [b], device=device, attribution=attribution, layer=layer, amp=amp,
                                   channels_last=channels_last)
     model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-5)
+    opt = make_optimizer(model.parameters(), 1e-5, device)  # the optimizer training runs build
     spec = guided_spec(None if mode == "train" else "energy", attribution, layer, amp, channels_last)
     gen = torch.Generator().manual_seed(0)
     env = DistEnv()
@@ -132,7 +133,7 @@ def bench_steps(model_name: str, size: int, layers: list[str], batch: int, devic
                 reps: int, attribution: str) -> list[dict]:
     torch.manual_seed(0)
     model = create_model(model_name, 20).to(device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-6)
+    opt = make_optimizer(model.parameters(), 1e-6, device)
     b = fake_batch(batch, size, 20, device)
     gen = torch.Generator().manual_seed(0)
     env = DistEnv()
