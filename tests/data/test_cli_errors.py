@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from mgkit.cli import app
 from mgkit.data.prepare import run_prepare
 from mgkit.data.sources import synthetic
-from tests.data.fixtures import make_coco, make_voc, make_waterbirds
+from fixtures import make_coco, make_voc, make_waterbirds
 
 REPO = Path(__file__).resolve().parents[2]
 
