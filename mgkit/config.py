@@ -209,12 +209,6 @@ class RunConfig:
                                 "(reference 0.5).", "float", lo=0, hi=1)
     quiet: bool = _opt(False, "--quiet", "No progress output.", "bool", short="-q")
 
-    def resolved(self, family: str) -> "RunConfig":
-        """Fill the per-family defaults of the fields left at None (idempotent)."""
-        from mgkit.models import FAMILIES
-
-        return self.with_defaults(FAMILIES[family].training_defaults())
-
     def with_defaults(self, d: dict[str, Any]) -> "RunConfig":
         """Fill the fields left at None from one family's defaults `d` (a FAMILY_DEFAULTS record)."""
         attribution = self.attribution if self.attribution is not None else d["attribution"]

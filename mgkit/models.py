@@ -32,7 +32,6 @@ __all__ = [
     "LAYERS",
     "MODEL_NAMES",
     "FAMILIES",
-    "FAMILY_ATTRIBUTIONS",
     "Family",
     "GuidedModel",
     "create_model",
@@ -290,7 +289,6 @@ FAMILIES: dict[str, Family] = {
                    final_layer_maps={m: _bcos_head_maps(m) for m in ("bcos", "ixg", "gradcam")}, **_COMMON),
 }
 
-FAMILY_ATTRIBUTIONS: dict[str, tuple[str, ...]] = {name: f.attributions for name, f in FAMILIES.items()}
 
 
 # --------------------------------------------------------------------------------------------------
