@@ -184,3 +184,18 @@ def test_headline_leaves_missing_localization_as_none():
     result = evaluate(model, [batch], device=torch.device("cpu"), attribution="ixg", layer="input")
     assert headline(result)["epg"] is None and headline(result)["iou"] is None
     assert result_sections(result, CLASSES)["metrics"]["epg"] is None
+
+
+def test_evaluation_in_chunks_equals_one_pass():
+    """A batch attributed one image per pass (max_pixels = one image) gives the same metrics."""
+    model = create_model("resnet18", 3)
+    perturb_(model.net)
+    batch = _eval_batch()
+    whole = evaluate(model, [batch], device=torch.device("cpu"), attribution="ixg", layer="input")
+    one_px = batch.images.shape[1] * batch.images.shape[2]
+    chunked = evaluate(model, [batch], device=torch.device("cpu"), attribution="ixg", layer="input",
+                       max_pixels=one_px)
+    assert chunked["images"] == whole["images"] == 3
+    for key in ("epg", "iou", "count"):
+        assert chunked["localization"][key] == pytest.approx(whole["localization"][key], rel=1e-5)
+    assert chunked["classification"]["f1"] == pytest.approx(whole["classification"]["f1"])
