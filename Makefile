@@ -23,8 +23,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# One pytest-xdist worker per core (each single-threaded, tests/conftest.py); TEST_JOBS=0 runs in-process.
+TEST_JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 test: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_JOBS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_prepare.py --sizes 200 5000

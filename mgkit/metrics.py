@@ -16,7 +16,6 @@ localization sums (the costly part) would need per-pair lists for the threshold 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -219,21 +218,28 @@ def iou(maps: Tensor, masks: Tensor, threshold: float = 0.5) -> Tensor:
 def iou_sweep(maps: Tensor, masks: Tensor, thresholds: Tensor | Sequence[float]) -> Tensor:
     """IoU ``[P, T]`` at every threshold, equal to ``iou(maps, masks, t)`` column by column.
 
-    Sorting each map once and counting pixels above each threshold with ``searchsorted`` costs
-    O(P·HW·log HW) and O(P·HW) memory, independent of T.
+    Each pixel is bucketed once among the sorted thresholds and counted per pair (O(P·HW·log T), no
+    per-pair sort); "above t" counts are then suffix sums of those histograms.
     """
     _check_pairs(maps, masks)
     norm = normalize_for_iou(maps).flatten(1)
     m = masks.to(norm.device).flatten(1) > 0.5
-    thr = torch.as_tensor(thresholds, dtype=norm.dtype, device=norm.device).reshape(1, -1)
-    thr = thr.expand(norm.shape[0], -1).contiguous()
-    hw = norm.shape[1]
-    # Pixels outside the mask become -inf so they never count as "above t" in the in-mask sort.
-    inside = torch.where(m, norm, torch.full_like(norm, -math.inf))
-    n_on = hw - torch.searchsorted(norm.sort(dim=1).values, thr, right=True)
-    inter = hw - torch.searchsorted(inside.sort(dim=1).values, thr, right=True)
+    thr = torch.as_tensor(thresholds, dtype=norm.dtype, device=norm.device).reshape(-1)
+    sorted_thr, order = thr.sort()
+    t = thr.numel()
+    # bucket b = number of thresholds strictly below the value, so value > sorted_thr[k] <=> b > k.
+    bucket = torch.bucketize(norm, sorted_thr)
+    ones = torch.ones_like(bucket)
+    hist = torch.zeros(norm.shape[0], t + 1, dtype=torch.int64, device=norm.device).scatter_add_(1, bucket, ones)
+    hist_in = torch.zeros_like(hist).scatter_add_(1, bucket, m.long())
+    # count of b > k = total - (count of b <= k)
+    n_on = hist.sum(1, keepdim=True) - hist.cumsum(1)[:, :t]
+    inter = hist_in.sum(1, keepdim=True) - hist_in.cumsum(1)[:, :t]
     area = m.sum(dim=1, keepdim=True)
-    return _iou_from_counts(inter.to(torch.float64), n_on.to(torch.float64), area.to(torch.float64))
+    unsort = torch.empty_like(order)
+    unsort[order] = torch.arange(t, device=order.device)
+    return _iou_from_counts(inter[:, unsort].to(torch.float64), n_on[:, unsort].to(torch.float64),
+                            area.to(torch.float64))
 
 
 class LocalizationAccumulator:

@@ -1,9 +1,16 @@
 """Fixtures shared across the test tree."""
 
+import os
 from typing import Iterator
 
 import pytest
 import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one pytest-xdist worker per core: each worker and the processes it starts use
+    # one thread, or the workers' thread pools oversubscribe the cores.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
