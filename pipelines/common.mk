@@ -8,8 +8,9 @@ SCALE ?= demo
 DEVICE ?= auto
 NPROC ?= 1
 WORKERS ?= 0
-# 1: delete a guided run's checkpoints/last.pt once its evaluation is written (keeps best_f1.pt
-# and pareto/, all the tables and figures need); 0 keeps everything (e.g. to extend runs).
+# 1: delete a guided run's checkpoints/last.pt once its evaluation is written, and its remaining
+# checkpoints once the goal's report is written (targets.mk); baselines keep theirs. 0 keeps
+# everything (e.g. to extend runs or re-evaluate them later).
 PRUNE ?= 1
 # Roots of real data sets (only for DATASET=voc | coco | waterbirds).
 VOC_ROOT ?=
@@ -21,8 +22,9 @@ TAG := $(DATASET)-$(SCALE)
 DATA_DIR ?= data/$(TAG)
 RUNS ?= runs/$(TAG)
 RESULTS ?= results/$(TAG)
-SCALE_YAML := pipelines/scales/$(SCALE).yaml
-SCALE_MK := build/pipeline-$(SCALE).mk
+# (both overridable: the miniature pipeline test brings its own scale file)
+SCALE_YAML ?= pipelines/scales/$(SCALE).yaml
+SCALE_MK ?= build/pipeline-$(SCALE).mk
 GOAL := $(or $(patsubst _%,%,$(firstword $(filter _paper-tables _demo paper-tables demo main annotations dilation depth shift segmentation figures,$(MAKECMDGOALS)))),make)
 # Start of this make (the headers show the time since then).
 PIPE_START := $(shell date +%s)
@@ -60,6 +62,7 @@ abl_lam = $(call lam_at,$(S_ablation_config),$(1),$(S_ablation_layer),$(S_ablati
 # Every job prints one header line and streams the stage's own progress lines (plain lines when not
 # on a terminal), indented, while a copy goes to the job's log file.
 JOBS :=
+GUIDED :=
 job_no = $(words x $(JOBS))
 # $(call stream,LOG,LABEL): end of a pipe that keeps stdout in LOG.out, appends stderr (the progress
 # lines) to LOG and shows them prefixed with LABEL (runs of `make -j N` interleave).
@@ -101,6 +104,7 @@ endef
 # $(call GUIDE_RUN,DIR,BASE_DIR,DATA,CONFIG,LOSS,LAYER,LAMBDA,SEED,EXTRA_FLAGS)
 define GUIDE_RUN
 JOBS += $(1)
+GUIDED += $(1)
 $(1)/summary.json: $(2)/summary.json $(3)
 	@echo "[$(GOAL) +$(elapsed)] guide $(4) $(5)/$(6) λ=$(7) $(9) -> $(1) (job $(job_no) of $$(words $$(JOBS)))"
 	@mkdir -p $(1)
