@@ -37,9 +37,9 @@ class Batch:
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
         return Batch(*(move(getattr(self, f)) for f in self.__dataclass_fields__))
 
-    def slice(self, start: int, stop: int) -> "Batch":
-        """Images start..stop-1 with their labels, boxes and the rest."""
-        cut = lambda t: None if t is None else t[start:stop]  # noqa: E731
+    def take(self, rows: slice | torch.Tensor) -> "Batch":
+        """The images `rows` selects (a slice or an index tensor) with their labels, boxes and the rest."""
+        cut = lambda t: None if t is None else t[rows]  # noqa: E731
         return Batch(*(cut(getattr(self, f)) for f in self.__dataclass_fields__))
 
     def pin_memory(self) -> "Batch":
