@@ -8,9 +8,9 @@ SCALE ?= demo
 DEVICE ?= auto
 NPROC ?= 1
 WORKERS ?= 0
-# 1: delete a guided run's checkpoints/last.pt once its evaluation is written, and its remaining
-# checkpoints once the goal's report is written (targets.mk); baselines keep theirs. 0 keeps
-# everything (e.g. to extend runs or re-evaluate them later).
+# 1: delete a guided run's checkpoints/last.pt (weights + Adam state, only needed to resume or extend
+# it) as soon as the run is complete, and its remaining checkpoints once the goal's report is written
+# (targets.mk); baselines keep theirs. 0 keeps everything (e.g. to extend runs or re-evaluate them).
 PRUNE ?= 1
 # Roots of real data sets (only for DATASET=voc | coco | waterbirds).
 VOC_ROOT ?=
@@ -113,27 +113,26 @@ $(1)/summary.json: $(2)/summary.json $(3)
 	  --lr $(S_family_$(call fam_of,$(4))_lr) --batch-size $(S_family_$(call fam_of,$(4))_batch) --seed $(8) $(9) \
 	  $(RUN_FLAGS) --out $(1) --json $(call stream,$(1)/log.txt,job $(job_no))
 	@mv $(1)/log.txt.out $$@
+	$(if $(filter 1,$(PRUNE)),@rm -f $(1)/checkpoints/last.pt)
 endef
 
 # ---------------------------------------------------------------------------------- evaluation
-# $(call EVAL_RULE,OUT,DEPS,ARGS,EXPERIMENT,PRUNE_DIRS): `mgkit evaluate ARGS` on the test split
+# $(call EVAL_RULE,OUT,DEPS,ARGS,EXPERIMENT): `mgkit evaluate ARGS` on the test split
 define EVAL_RULE
 $(1): $(2)
 	@echo "[$(GOAL) +$(elapsed)] evaluate -> $(1)"
 	@mkdir -p $$(@D)
 	@set -o pipefail; $(MGKIT) evaluate $(3) --split test --threshold-split val --experiment $(4) --out $(1) $(call stream,$(1:.json=.log),$(notdir $(1:.json=)))
 	@rm -f $(1:.json=.log).out
-	$(if $(and $(filter 1,$(PRUNE)),$(5)),@rm -f $(foreach d,$(5),$(d)/checkpoints/last.pt))
 endef
 
-# $(call SHIFT_RULE,OUT,DEPS,CKPT,DATA,BASELINE_CKPT,PRUNE_DIRS)
+# $(call SHIFT_RULE,OUT,DEPS,CKPT,DATA,BASELINE_CKPT)
 define SHIFT_RULE
 $(1): $(2)
 	@echo "[$(GOAL) +$(elapsed)] shift -> $(1)"
 	@mkdir -p $$(@D)
 	@set -o pipefail; $(MGKIT) shift $(3) --data $(4) $(if $(5),--baseline $(5)) --experiment shift --out $(1) $(call stream,$(1:.json=.log),$(notdir $(1:.json=)))
 	@rm -f $(1:.json=.log).out
-	$(if $(and $(filter 1,$(PRUNE)),$(6)),@rm -f $(foreach d,$(6),$(d)/checkpoints/last.pt))
 endef
 
 # $(call TABLES_RULE,REPORT,RESULTS,TABLES_DIR,FIGURES)

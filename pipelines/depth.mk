@@ -10,9 +10,9 @@ $(foreach y,$(S_depth_layers),\
   $(eval $(call GUIDE_RUN,$(call depth_dir,$(y)),$(ABL_BASE),$(DATA_MAIN),$(ABL_C),$(DEPTH_L),$(y),$(call lam_at,$(ABL_C),$(DEPTH_L),$(y),$(S_ablation_lambda_index)),$(S_data_seed),\
     --eval-layer input --eval-attribution $(call attr_of,$(ABL_C))))\
   $(eval $(call EVAL_RULE,$(call depth_result,$(y)),$(call depth_dir,$(y))/summary.json,\
-    --pareto $(call depth_dir,$(y)) --data $(DATA_MAIN) --attribution $(call attr_of,$(ABL_C)) --layer input,depth,$(call depth_dir,$(y)))))
+    --pareto $(call depth_dir,$(y)) --data $(DATA_MAIN) --attribution $(call attr_of,$(ABL_C)) --layer input,depth)))
 $(eval $(call EVAL_RULE,$(call depth_result,input),$(call main_dir,$(ABL_C),input,$(DEPTH_L),$(call lam_at,$(ABL_C),$(DEPTH_L),input,$(S_ablation_lambda_index)))/summary.json,\
-  --pareto $(call main_dir,$(ABL_C),input,$(DEPTH_L),$(call lam_at,$(ABL_C),$(DEPTH_L),input,$(S_ablation_lambda_index))) --data $(DATA_MAIN) --attribution $(call attr_of,$(ABL_C)) --layer input,depth,))
+  --pareto $(call main_dir,$(ABL_C),input,$(DEPTH_L),$(call lam_at,$(ABL_C),$(DEPTH_L),input,$(S_ablation_lambda_index))) --data $(DATA_MAIN) --attribution $(call attr_of,$(ABL_C)) --layer input,depth))
 
 DEPTH_RESULTS := $(foreach y,input $(S_depth_layers),$(call depth_result,$(y)))
 depth: $(DEPTH_RESULTS)

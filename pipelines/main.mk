@@ -23,10 +23,10 @@ main_results = $(foreach c,$(1),$(foreach y,$(2),$(call base_result,$(c),$(y)) $
 
 $(foreach c,$(S_configs),$(foreach y,$(S_layers),\
   $(eval $(call EVAL_RULE,$(call base_result,$(c),$(y)),$(call base_dir,$(call fam_of,$(c)))/summary.json,\
-    $(call base_dir,$(call fam_of,$(c)))/checkpoints/best_f1.pt --data $(DATA_MAIN) --attribution $(call attr_of,$(c)) --layer $(y),main,))\
+    $(call base_dir,$(call fam_of,$(c)))/checkpoints/best_f1.pt --data $(DATA_MAIN) --attribution $(call attr_of,$(c)) --layer $(y),main))\
   $(foreach l,$(S_losses),\
     $(eval $(call EVAL_RULE,$(call main_result,$(c),$(y),$(l)),$(addsuffix /summary.json,$(call main_dirs,$(c),$(y),$(l))),\
-      --pareto $(call main_dirs,$(c),$(y),$(l)) --data $(DATA_MAIN) --attribution $(call attr_of,$(c)) --layer $(y),main,$(call main_dirs,$(c),$(y),$(l)))))))
+      --pareto $(call main_dirs,$(c),$(y),$(l)) --data $(DATA_MAIN) --attribution $(call attr_of,$(c)) --layer $(y),main)))))
 
 MAIN_RESULTS := $(call main_results,$(S_configs),$(S_layers),$(S_losses))
 main: $(MAIN_RESULTS)

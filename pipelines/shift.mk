@@ -13,11 +13,11 @@ shift_result = $(RESULTS)/shift/$(1)-$(2)-$(3)-s$(4).json
 define SHIFT_SET
 $(eval $(call TRAIN_RUN,$(call shift_dir,$(1),$(2),base,$(3)),$(call shift_data,$(2)),$(call fam_of,$(1)),$(3),$(S_shift_base_epochs)))
 $(eval $(call SHIFT_RULE,$(call shift_result,$(1),$(2),base,$(3)),$(call shift_dir,$(1),$(2),base,$(3))/summary.json,\
-  $(call shift_dir,$(1),$(2),base,$(3))/checkpoints/best_f1.pt,$(call shift_data,$(2)),))
+  $(call shift_dir,$(1),$(2),base,$(3))/checkpoints/best_f1.pt,$(call shift_data,$(2))))
 $(foreach l,$(S_shift_losses),\
   $(eval $(call GUIDE_RUN,$(call shift_dir,$(1),$(2),$(l),$(3)),$(call shift_dir,$(1),$(2),base,$(3)),$(call shift_data,$(2)),$(1),$(l),$(S_shift_layer),$(call lam_at,$(1),$(l),$(S_shift_layer),$(S_ablation_lambda_index)),$(3),))\
   $(eval $(call SHIFT_RULE,$(call shift_result,$(1),$(2),$(l),$(3)),$(call shift_dir,$(1),$(2),$(l),$(3))/summary.json,\
-    $(call shift_dir,$(1),$(2),$(l),$(3))/checkpoints/best_f1.pt,$(call shift_data,$(2)),$(call shift_dir,$(1),$(2),base,$(3))/checkpoints/best_f1.pt,$(call shift_dir,$(1),$(2),$(l),$(3)))))
+    $(call shift_dir,$(1),$(2),$(l),$(3))/checkpoints/best_f1.pt,$(call shift_data,$(2)),$(call shift_dir,$(1),$(2),base,$(3))/checkpoints/best_f1.pt)))
 endef
 # $(call shift_results,CONFIG,TASKS,SEEDS)
 shift_results = $(foreach t,$(2),$(foreach s,$(3),$(foreach l,base $(S_shift_losses),$(call shift_result,$(1),$(t),$(l),$(s)))))
