@@ -63,6 +63,7 @@ abl_lam = $(call lam_at,$(S_ablation_config),$(1),$(S_ablation_layer),$(S_ablati
 # on a terminal), indented, while a copy goes to the job's log file.
 JOBS :=
 GUIDED :=
+BASELINES :=
 job_no = $(words x $(JOBS))
 # $(call stream,LOG,LABEL): end of a pipe that keeps stdout in LOG.out, appends stderr (the progress
 # lines) to LOG and shows them prefixed with LABEL (runs of `make -j N` interleave).
@@ -93,6 +94,7 @@ DATA_MAIN := $(call data_file,multilabel,1.0)
 # $(call TRAIN_RUN,DIR,DATA,FAMILY,SEED[,EPOCHS]) (EPOCHS default: the family's base_epochs)
 define TRAIN_RUN
 JOBS += $(1)
+BASELINES += $(1)
 $(1)/summary.json: $(2)
 	@echo "[$(GOAL) +$(elapsed)] train $(call fam_of,$(3)) baseline ($(S_family_$(3)_model), $(or $(5),$(S_family_$(3)_base_epochs)) epochs) -> $(1) (job $(job_no) of $$(words $$(JOBS)))"
 	@mkdir -p $(1)
