@@ -91,6 +91,11 @@ def test_bbox_frac_out_of_range(tmp_path):
         run_prepare(_plan(4), tmp_path / "x.h5", size=16, bbox_frac=1.5, seed=0, quiet=True)
 
 
+def _default_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_interrupted_run_leaves_no_file(tmp_path, sig):
     out = tmp_path / "out.h5"
@@ -109,7 +114,9 @@ def test_interrupted_run_leaves_no_file(tmp_path, sig):
         plan.load = slow
         handle_errors(run_prepare)(plan, {str(out)!r}, size=16, bbox_frac=1, seed=0, quiet=True)
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    # Default dispositions in the child: a signal ignored by the test process (e.g. by a pytest-xdist
+    # worker after some earlier test) would be inherited and make the interruption a no-op.
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, preexec_fn=_default_signals)
     assert proc.stdout.readline().strip() == b"started"
     time.sleep(0.2)
     proc.send_signal(sig)
