@@ -112,8 +112,9 @@ def run_one(args) -> dict:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     mode, fam = config.split("/")[:2]
+    model_name = SMALL[fam] if args.quick else FAMILIES[fam][0]
     torch.manual_seed(0)
-    model = create_model(SMALL[fam] if args.quick else FAMILIES[fam][0], 20).to(device)
+    model = create_model(model_name, 20).to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     b = args.eval_batch if mode == "eval" else args.batch
@@ -132,7 +133,7 @@ def run_one(args) -> dict:
         if i >= args.warmup:
             times.append(time.perf_counter() - t)
     med = statistics.median(times)
-    rec = {"config": config, "model": SMALL[fam] if args.quick else FAMILIES[fam][0],
+    rec = {"config": config, "model": model_name,
            "images_per_s": round(b / med, 3), "batch": b, "size": args.size,
            "step_s": [round(t, 4) for t in times], "threads": torch.get_num_threads(), "device": str(device),
            "amp": args.amp or None, "channels_last": args.channels_last,

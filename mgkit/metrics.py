@@ -232,10 +232,10 @@ def iou_sweep(maps: Tensor, masks: Tensor, thresholds: Tensor | Sequence[float])
     ones = torch.ones_like(bucket)
     hist = torch.zeros(norm.shape[0], t + 1, dtype=torch.int64, device=norm.device).scatter_add_(1, bucket, ones)
     hist_in = torch.zeros_like(hist).scatter_add_(1, bucket, m.long())
-    # count of b > k = total - (count of b <= k)
-    n_on = hist.sum(1, keepdim=True) - hist.cumsum(1)[:, :t]
-    inter = hist_in.sum(1, keepdim=True) - hist_in.cumsum(1)[:, :t]
+    # count of b > k = all pixels (in the mask) - those with b <= k
     area = m.sum(dim=1, keepdim=True)
+    n_on = norm.shape[1] - hist.cumsum(1)[:, :t]
+    inter = area - hist_in.cumsum(1)[:, :t]
     unsort = torch.empty_like(order)
     unsort[order] = torch.arange(t, device=order.device)
     return _iou_from_counts(inter[:, unsort].to(torch.float64), n_on[:, unsort].to(torch.float64),

@@ -10,7 +10,7 @@ NPROC ?= 1
 WORKERS ?= 0
 # 1: delete a guided run's checkpoints/last.pt (weights + Adam state, only needed to resume or extend
 # it) as soon as the run is complete, and its remaining checkpoints once the goal's report is written
-# (targets.mk); baselines keep theirs. 0 keeps everything (e.g. to extend runs or re-evaluate them).
+# (targets.mk; baselines keep best_f1.pt). 0 keeps everything (e.g. to extend runs or re-evaluate them).
 PRUNE ?= 1
 # Roots of real data sets (only for DATASET=voc | coco | waterbirds).
 VOC_ROOT ?=

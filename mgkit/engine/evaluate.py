@@ -53,13 +53,16 @@ def evaluate(model, loader, *, device: torch.device, attribution: str, layer: st
         if step < n:
             # A pass costs one backward per class slot over all its images, so images with as many
             # (image, class) pairs go together: fewer slots per pass, same results.
-            pairs = ((whole.labels > 0) & (whole.boxes[:, :, 0] >= 0).any(1)[:, None]).sum(1)
-            whole = whole.take(torch.argsort(pairs, stable=True))
+            whole = whole.take(torch.argsort(_pair_mask(whole).sum(1), stable=True))
         for start in range(0, n, step):
-            b = whole if step >= n else whole.take(slice(start, start + step))
-            _evaluate_chunk(model, b, acc, attribution=attribution, layer=layer, outside=outside, ig_steps=ig_steps,
-                            autocast=autocast, channels_last=channels_last, post=post, maps_fn=maps_fn,
-                            all_logits=all_logits, all_labels=all_labels, all_groups=all_groups)
+            b = whole.take(slice(start, start + step))
+            logits = _evaluate_chunk(model, b, acc, attribution=attribution, layer=layer, outside=outside,
+                                     ig_steps=ig_steps, autocast=autocast, channels_last=channels_last, post=post,
+                                     maps_fn=maps_fn)
+            all_logits.append(logits)
+            all_labels.append(b.labels.cpu())
+            if b.groups is not None:
+                all_groups.append(b.groups.cpu())
     logits = torch.cat(all_logits)
     labels = torch.cat(all_labels)
     loc = acc.result()
@@ -73,22 +76,22 @@ def evaluate(model, loader, *, device: torch.device, attribution: str, layer: st
     return out
 
 
+def _pair_mask(b) -> torch.Tensor:
+    """[B, K]: the evaluated (image, class) pairs, every ground-truth class of an image with any box."""
+    return (b.labels > 0) & (b.boxes[:, :, 0] >= 0).any(1)[:, None]
+
+
 def _evaluate_chunk(model, b, acc: LocalizationAccumulator, *, attribution: str, layer: str, outside: bool,
-                    ig_steps: int, autocast, channels_last: bool, post: PostProcess, maps_fn, all_logits: list,
-                    all_labels: list, all_groups: list) -> None:
-    """One attribution pass over the images of `b`: appends its logits, labels and groups, feeds `acc`."""
+                    ig_steps: int, autocast, channels_last: bool, post: PostProcess, maps_fn) -> torch.Tensor:
+    """One attribution pass over the images of `b`: feeds its pairs to `acc`, returns its logits (CPU)."""
     x = model.prepare_input(images_to_float(b.images, channels_last))
-    has_boxes = (b.boxes[:, :, 0] >= 0).any(1)
-    img, cls = torch.nonzero((b.labels > 0) & has_boxes[:, None], as_tuple=True)
+    img, cls = torch.nonzero(_pair_mask(b), as_tuple=True)
     with autocast:
         maps, logits = maps_fn(model, x, img, cls, method=attribution, layer=layer, post=post,
                                out_size=tuple(x.shape[-2:]), ig_steps=ig_steps)
-    all_logits.append(logits.detach().float().cpu())
-    all_labels.append(b.labels.cpu())
-    if b.groups is not None:
-        all_groups.append(b.groups.cpu())
+    logits = logits.detach().float().cpu()
     if img.numel() == 0:
-        return
+        return logits
     maps = maps.float()
     size = tuple(maps.shape[-2:])
     pair_boxes = b.boxes[img]
@@ -101,6 +104,7 @@ def _evaluate_chunk(model, b, acc: LocalizationAccumulator, *, attribution: str,
         seg_valid = b.has_segmentation[img] & (seg.sum((1, 2)) > 0)
     acc.update(maps, masks, cls, box_areas=box_area(pair_boxes, cls), seg_masks=seg, seg_valid=seg_valid,
                group=None if b.groups is None else b.groups[img])
+    return logits
 
 
 def headline(result: dict[str, Any]) -> dict[str, float | None]:
