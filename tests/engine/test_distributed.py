@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from mgkit.data.format import open_dataset
@@ -20,6 +21,7 @@ def _torchrun() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "torch.distributed.run"]
 
 
+@pytest.mark.slow
 def test_two_process_guided_run(tiny_data, tmp_path):
     with open_dataset(tiny_data) as ds:
         classes = ds.classes

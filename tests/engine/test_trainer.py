@@ -57,6 +57,7 @@ def _lines(run):
     return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_cli_train_guide_export_and_schema_records(tiny_data, tmp_path):
     """The two stages through the CLI: files as before, every record schema-v1 and strict, export works."""
     cfg = tmp_path / "cfg.yaml"
@@ -212,21 +213,19 @@ def test_explosion_in_epoch_two_keeps_the_good_checkpoints(tiny_data, tmp_path):
                                           if v.is_floating_point())
 
 
-def _guide_cmd(data, out):
-    return [sys.executable, "-m", "mgkit", "guide", "--data", str(data), "--out", str(out), "--model", "resnet18",
-            "--epochs", "2", "--batch-size", "4", "--lr", "1e-3", "--workers", "0", "--device", "cpu", "--quiet"]
-
-
-def test_resume_after_sigkill_matches_uninterrupted(tiny_data, tmp_path):
-    """Kill a guided run in the middle of its last epoch, re-run the same command, compare with a clean run."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    base = tmp_path / "base"
-    _fit("train", tiny_data, base, model="resnet18", epochs=1)
-    extra = ["--from", str(base / "checkpoints/best_f1.pt"), "--loss", "energy", "--lambda", "1"]
-    clean = tmp_path / "clean"
-    subprocess.run(_guide_cmd(tiny_data, clean) + extra, check=True, env=env)
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen(_guide_cmd(tiny_data, killed) + extra, env=env)
+@pytest.mark.slow
+def test_resume_after_sigkill_matches_uninterrupted(untrained, tiny_data, tmp_path, one_thread):
+    """Kill a guided run in the middle of its last epoch, re-run the same command, compare with a clean run.
+    Only the killed run needs its own process; the clean run and the resumed one run here, on one thread
+    as the killed process does, so all three compute bit for bit alike."""
+    guide = dict(model="resnet18", init_from=str(untrained["resnet18"]), loss="energy", lam=1.0, batch_size=4)
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    _fit("guide", tiny_data, clean, **guide)
+    cmd = [sys.executable, "-m", "mgkit", "guide", "--data", str(tiny_data), "--out", str(killed),
+           "--model", "resnet18", "--from", guide["init_from"], "--loss", "energy", "--lambda", "1",
+           "--epochs", "2", "--batch-size", "4", "--eval-batch-size", "16", "--lr", "1e-3", "--workers", "0",
+           "--device", "cpu", "--quiet"]
+    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"})
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         lines = (killed / "metrics.jsonl").read_text().splitlines() if (killed / "metrics.jsonl").exists() else []
@@ -237,7 +236,7 @@ def test_resume_after_sigkill_matches_uninterrupted(tiny_data, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert load_checkpoint(killed / "checkpoints/last.pt")["epoch"] < 2, "the run finished before it was killed"
-    subprocess.run(_guide_cmd(tiny_data, killed) + extra, check=True, env=env)
+    _fit("guide", tiny_data, killed, **guide)  # refuses to resume if its configuration differs from the CLI's
     a = load_checkpoint(clean / "checkpoints/last.pt")
     b = load_checkpoint(killed / "checkpoints/last.pt")
     assert a["epoch"] == b["epoch"] == 2

@@ -44,6 +44,7 @@ def _make(tmp: Path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_micro_pipeline_chains_resumes_and_recomputes_only_dependents(tmp_path):
     (tmp_path / "micro.yaml").write_text(MICRO)
     first = _make(tmp_path, "main")
