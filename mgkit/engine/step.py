@@ -52,6 +52,15 @@ def target_slots(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return order, valid
 
 
+def contributing_pairs(batch: Batch, targets: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """[B*S] bool over the (image, class slot) pairs of targets [B, S]: the pairs whose map enters the
+    localization loss. Only annotated images whose target class has a box contribute (an empty mask
+    would push the whole map to zero under L1)."""
+    s = targets.shape[1]
+    return (batch.annotated.repeat_interleave(s) & valid.flatten()
+            & has_box(batch.boxes.repeat_interleave(s, dim=0), targets.flatten()))
+
+
 def localization_term(model, x, targets, valid, batch: Batch, spec: StepSpec, env: DistEnv, forward_func=None):
     """Localization loss for targets [B, S] (S classes per image, from one forward pass; `valid`
     [B, S] marks real ones); returns (loss summed over contributing (image, class) pairs, logits)."""
@@ -65,9 +74,7 @@ def localization_term(model, x, targets, valid, batch: Batch, spec: StepSpec, en
     boxes = dilate_boxes(raw, spec.dilate, size) if spec.dilate > 0 else raw
     masks = box_masks(boxes, flat, size, outside=spec.outside)
     areas = box_area(raw, flat) if spec.loss == "energy-size" else None
-    # Only annotated images whose target class has a box contribute (an empty mask would push the
-    # whole map to zero under L1).
-    weight = batch.annotated.repeat_interleave(s) & valid.flatten() & has_box(raw, flat)
+    weight = contributing_pairs(batch, targets, valid)
     loc = localization_loss(spec.loss, maps.flatten(0, 1).float(), masks, weight, reduction="sum",
                             size_alpha=spec.size_alpha, areas=areas)
     if spec.reduction == "mean":
@@ -90,16 +97,24 @@ def train_step(model, batch: Batch, spec: StepSpec, optimizer: torch.optim.Optim
                 else contextlib.nullcontext())
     optimizer.zero_grad(set_to_none=True)
     with autocast:
-        if spec.loss is None:
+        guided = spec.loss is not None
+        if guided:
+            if spec.targets == "random":
+                targets = sample_targets(labels, generator)[:, None]
+                valid = (labels.sum(1) > 0)[:, None]
+            else:
+                targets, valid = target_slots(labels)
+            # A batch in which no pair contributes has a localization term of exactly zero, and so does its
+            # gradient: the attribution and its double backward are skipped (most batches with 1 % of
+            # images annotated); the step's result is the same to float rounding. Training attributions run no forward pass of their own (multi-step
+            # IntGrad is refused in train mode), so BatchNorm statistics are the same either way. Under
+            # DDP every process computes the term: it may hold a collective (the global mean's count).
+            guided = env.world > 1 or bool(contributing_pairs(batch, targets, valid).any())
+        if guided:
+            loc, logits = localization_term(model, x, targets, valid, batch, spec, env, forward_func)
+        else:
             logits = forward(x)
             loc = torch.zeros((), device=x.device)
-        elif spec.targets == "random":
-            targets = sample_targets(labels, generator)[:, None]
-            valid = (labels.sum(1) > 0)[:, None]
-        else:
-            targets, valid = target_slots(labels)
-        if spec.loss is not None:
-            loc, logits = localization_term(model, x, targets, valid, batch, spec, env, forward_func)
         bce = F.binary_cross_entropy_with_logits(logits.float(), labels)
         # DDP averages gradients over processes; scaling the summed term by the world size keeps
         # it a sum over the global batch, as in a single process.

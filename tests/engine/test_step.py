@@ -3,11 +3,15 @@ positive, its gradient reaches the parameters before the guided layer, and the l
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from helpers import perturb_
+from mgkit.attribution import attribute
 from mgkit.data.loader import Batch, images_to_float
+from mgkit.engine import step as step_module
 from mgkit.engine.distributed import DistEnv
 from mgkit.engine.step import StepSpec, localization_term, sample_targets, target_slots, train_step
 from mgkit.losses import LOSSES
@@ -116,6 +120,31 @@ def test_forward_func_is_what_runs():
         train_step(model, make_batch(), s, torch.optim.SGD(model.parameters(), lr=0.0),
                    torch.Generator().manual_seed(0), ENV, forward_func=forward)
     assert calls == [(4, 3, SIZE, SIZE)] * 2
+
+
+@pytest.mark.parametrize("name,attribution,layer", [("resnet18", "ixg", "input"), ("bcos-resnet18", "bcos", "input"),
+                                                    ("resnet18", "gradcam", "final")])
+def test_batch_without_contributing_pairs_skips_the_attribution_exactly(name, attribution, layer, monkeypatch):
+    """No annotated image: the localization term and its gradient are zero, so the step skips the
+    attribution and ends with the same weights and statistics, to float rounding, as a step that computes
+    the term (forced here by a two-process DistEnv, under which every process computes it)."""
+    batch = dataclasses.replace(make_batch(), annotated=torch.zeros(4, dtype=torch.bool))
+    calls = []
+    monkeypatch.setattr(step_module, "attribute", lambda *a, **k: calls.append(1) or attribute(*a, **k))
+    ends = []
+    for env in (DistEnv(), DistEnv(world=2)):
+        model = model_of(name)
+        out = train_step(model, batch, spec("energy", attribution, layer),
+                         torch.optim.Adam(model.parameters(), lr=1e-3), torch.Generator().manual_seed(0), env)
+        assert out["finite"] and out["loc"] == 0.0
+        ends.append((out["bce"], model.state_dict()))
+        assert len(calls) == (0 if env.world == 1 else 1)
+    (bce_a, a), (bce_b, b) = ends
+    assert bce_a == bce_b
+    for k in a:  # B-cos differs in the last bits (a backward that also computes the input's gradient)
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)  # an Adam step moves weights ~1e-3
+    first = next(iter(a))  # the first convolution's weight
+    assert not torch.equal(a[first], model_of(name).state_dict()[first]), "the step did not update the model"
 
 
 def test_non_finite_loss_is_reported_without_an_update():
