@@ -6,13 +6,14 @@ BIN := $(VENV)/bin
 MGKIT := $(BIN)/mgkit
 STAMP := $(VENV)/.installed
 
-.PHONY: help install test bench paper-tables demo
+.PHONY: help install test test-long bench paper-tables demo
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make paper-tables   set up, then run every experiment on the built-in synthetic data (one job per core)"
 	@echo "make demo           set up, then a short demonstration (one model, Energy vs L1, birds shift)"
 	@echo "make test           set up, then run the test suite"
+	@echo "make test-long      set up, then the studies of minutes (worst-group accuracy under guidance)"
 	@echo "make bench          speed and memory figures"
 	@echo "variables: DATASET=synthetic|voc|coco SCALE=demo|paper|tiny DEVICE=auto|cpu|cuda NPROC=N PRUNE=1|0"
 
@@ -27,6 +28,10 @@ install: $(STAMP)
 TEST_JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 test: $(STAMP)
 	$(BIN)/pytest -q -n $(TEST_JOBS)
+
+# Studies of minutes (tests marked `long`), kept out of `make test`.
+test-long: $(STAMP)
+	MGKIT_LONG_TESTS=1 $(BIN)/pytest -q -m long
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_prepare.py --sizes 200 5000

@@ -163,8 +163,8 @@ class Evaluator:
         if opts.threshold_split is not None:
             self.ctx.require(opts.threshold_split, "--threshold-split")
         self.device = pick_device(opts.device, DistEnv())
-        if opts.amp == "bf16" and self.device.type != "cuda":
-            raise UsageError("--amp bf16 needs a CUDA device")
+        if opts.amp == "bf16" and self.device.type not in ("cuda", "cpu"):
+            raise UsageError(f"--amp bf16 needs a CUDA device or the CPU, not {self.device.type}")
 
     def load(self, path: str | Path) -> tuple[GuidedModel, CheckpointInfo]:
         return model_from_checkpoint(path, device=self.device, expect_classes=self.ctx.classes,

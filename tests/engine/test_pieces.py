@@ -199,3 +199,16 @@ def test_evaluation_in_chunks_equals_one_pass():
     for key in ("epg", "iou", "count"):
         assert chunked["localization"][key] == pytest.approx(whole["localization"][key], rel=1e-5)
     assert chunked["classification"]["f1"] == pytest.approx(whole["classification"]["f1"])
+
+
+def test_bf16_evaluation_on_the_cpu_stays_close():
+    """--amp bf16 on the CPU runs the forward and attribution in bf16: the numbers move a little, not far."""
+    model = create_model("resnet18", 3)
+    perturb_(model.net)
+    batch = _eval_batch()
+    full = evaluate(model, [batch], device=torch.device("cpu"), attribution="ixg", layer="input")
+    half = evaluate(model, [batch], device=torch.device("cpu"), attribution="ixg", layer="input", amp=True)
+    assert half["localization"]["count"] == full["localization"]["count"]
+    assert half["localization"]["epg"] != full["localization"]["epg"], "bf16 autocast did not run"
+    for key in ("epg", "iou"):
+        assert half["localization"][key] == pytest.approx(full["localization"][key], abs=0.03)
