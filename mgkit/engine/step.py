@@ -104,11 +104,12 @@ def train_step(model, batch: Batch, spec: StepSpec, optimizer: torch.optim.Optim
                 valid = (labels.sum(1) > 0)[:, None]
             else:
                 targets, valid = target_slots(labels)
-            # A batch in which no pair contributes has a localization term of exactly zero, and so does its
-            # gradient: the attribution and its double backward are skipped (most batches with 1 % of
-            # images annotated); the step's result is the same to float rounding. Training attributions run no forward pass of their own (multi-step
-            # IntGrad is refused in train mode), so BatchNorm statistics are the same either way. Under
-            # DDP every process computes the term: it may hold a collective (the global mean's count).
+            # A batch in which no pair contributes has a localization term of exactly zero, and so does
+            # its gradient: the attribution and its double backward are skipped (most batches with 1 %
+            # of images annotated); the step's result is the same to float rounding. Training
+            # attributions run no forward pass of their own (multi-step IntGrad is refused in train
+            # mode), so BatchNorm statistics are the same either way. Under DDP every process computes
+            # the term: it may hold a collective (the global mean's count).
             guided = env.world > 1 or bool(contributing_pairs(batch, targets, valid).any())
         if guided:
             loc, logits = localization_term(model, x, targets, valid, batch, spec, env, forward_func)

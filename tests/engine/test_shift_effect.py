@@ -1,4 +1,4 @@
-"""A study, not a unit test (`make test-long`, about 3 minutes on 2 cores): on the synthetic birds task
+"""A study, not a unit test (`make test-long`, 2.5-3 minutes on 2 cores): on the synthetic birds task
 with a spurious place cue, `mgkit shift` shows a baseline whose worst-group accuracy lies far below its
 mean, and Energy guidance with boxes on 1 % of the training images raises it.
 
