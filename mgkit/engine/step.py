@@ -61,9 +61,9 @@ def contributing_pairs(batch: Batch, targets: torch.Tensor, valid: torch.Tensor)
             & has_box(batch.boxes.repeat_interleave(s, dim=0), targets.flatten()))
 
 
-def localization_term(model, x, targets, valid, batch: Batch, spec: StepSpec, env: DistEnv, forward_func=None):
-    """Localization loss for targets [B, S] (S classes per image, from one forward pass; `valid`
-    [B, S] marks real ones); returns (loss summed over contributing (image, class) pairs, logits)."""
+def localization_term(model, x, targets, weight, batch: Batch, spec: StepSpec, env: DistEnv, forward_func=None):
+    """Localization loss for targets [B, S] (S classes per image, from one forward pass; `weight` [B*S]
+    = contributing_pairs); returns (loss summed over the contributing (image, class) pairs, logits)."""
     post = PostProcess(*LOSS_POSTPROCESS[spec.loss])
     size = tuple(x.shape[-2:])
     maps, logits = attribute(model, x, targets, method=spec.attribution, layer=spec.layer, create_graph=True,
@@ -74,7 +74,6 @@ def localization_term(model, x, targets, valid, batch: Batch, spec: StepSpec, en
     boxes = dilate_boxes(raw, spec.dilate, size) if spec.dilate > 0 else raw
     masks = box_masks(boxes, flat, size, outside=spec.outside)
     areas = box_area(raw, flat) if spec.loss == "energy-size" else None
-    weight = contributing_pairs(batch, targets, valid)
     loc = localization_loss(spec.loss, maps.flatten(0, 1).float(), masks, weight, reduction="sum",
                             size_alpha=spec.size_alpha, areas=areas)
     if spec.reduction == "mean":
@@ -97,22 +96,22 @@ def train_step(model, batch: Batch, spec: StepSpec, optimizer: torch.optim.Optim
                 else contextlib.nullcontext())
     optimizer.zero_grad(set_to_none=True)
     with autocast:
-        guided = spec.loss is not None
-        if guided:
+        weight = None
+        if spec.loss is not None:
             if spec.targets == "random":
                 targets = sample_targets(labels, generator)[:, None]
                 valid = (labels.sum(1) > 0)[:, None]
             else:
                 targets, valid = target_slots(labels)
-            # A batch in which no pair contributes has a localization term of exactly zero, and so does
-            # its gradient: the attribution and its double backward are skipped (most batches with 1 %
-            # of images annotated); the step's result is the same to float rounding. Training
-            # attributions run no forward pass of their own (multi-step IntGrad is refused in train
-            # mode), so BatchNorm statistics are the same either way. Under DDP every process computes
-            # the term: it may hold a collective (the global mean's count).
-            guided = env.world > 1 or bool(contributing_pairs(batch, targets, valid).any())
-        if guided:
-            loc, logits = localization_term(model, x, targets, valid, batch, spec, env, forward_func)
+            weight = contributing_pairs(batch, targets, valid)
+        # A batch in which no pair contributes has a localization term of exactly zero, and so does its
+        # gradient: the attribution and its double backward are skipped (most batches with 1 % of
+        # images annotated); the step's result is the same to float rounding. Training attributions
+        # run no forward pass of their own (multi-step IntGrad is refused in train mode), so BatchNorm
+        # statistics are the same either way. Under DDP every process computes the term: it may hold
+        # a collective (the global mean's count).
+        if weight is not None and (env.world > 1 or bool(weight.any())):
+            loc, logits = localization_term(model, x, targets, weight, batch, spec, env, forward_func)
         else:
             logits = forward(x)
             loc = torch.zeros((), device=x.device)

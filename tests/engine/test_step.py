@@ -13,7 +13,8 @@ from mgkit.attribution import attribute
 from mgkit.data.loader import Batch, images_to_float
 from mgkit.engine import step as step_module
 from mgkit.engine.distributed import DistEnv
-from mgkit.engine.step import StepSpec, localization_term, sample_targets, target_slots, train_step
+from mgkit.engine.step import (StepSpec, contributing_pairs, localization_term, sample_targets, target_slots,
+                               train_step)
 from mgkit.losses import LOSSES
 from mgkit.masks import box_masks
 from mgkit.models import create_model
@@ -66,7 +67,7 @@ def _loc(model, batch, s, targets=None, valid=None):
     x = model.prepare_input(images_to_float(batch.images))
     if targets is None:
         targets, valid = target_slots(batch.labels)
-    return localization_term(model, x, targets, valid, batch, s, ENV)
+    return localization_term(model, x, targets, contributing_pairs(batch, targets, valid), batch, s, ENV)
 
 
 @pytest.mark.parametrize("loss", LOSSES)
