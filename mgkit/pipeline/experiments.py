@@ -88,9 +88,12 @@ def main_results(p: Plan, configs: list[Config], layers: list[str], losses: list
                            [f"{r}/summary.json" for r in runs], "main", group)
 
 
-def figure(p: Plan, c: Config, layer: str, experiment: str) -> str:
-    """Energy against L1 at the ablation lambda index, explained side by side on test images."""
+def figure(p: Plan, c: Config, layer: str, experiment: str) -> str | None:
+    """Energy against L1 at the ablation lambda index, explained side by side on test images (none
+    unless the scale has both losses' grids)."""
     s = p.scale
+    if not all(s.has_grid(c, loss, layer) for loss in ("energy", "l1")):
+        return None
     runs = [main_guided(p, c, layer, loss, s.lam_at(c, loss, layer)) for loss in ("energy", "l1")]
     return p.explain(f"$(RESULTS)/figures/{c.name}-{layer}-energy-vs-l1.png", runs[0], runs[1], main_data(p),
                      experiment)
@@ -183,7 +186,7 @@ def plan_segmentation(p: Plan) -> None:
     data = main_data(p)
     for c in s.configs:
         for y in s["layers"]:
-            for loss in ("energy", "l1"):
+            for loss in [x for x in ("energy", "l1") if s.has_grid(c, x, y)]:
                 run = main_guided(p, c, y, loss, s.lam_at(c, loss, y), "segmentation")
                 p.evaluate(f"$(RESULTS)/segmentation/{c.name}-{y}-{loss}.json",
                            eval_args(data, c, y, ckpt=f"{run}/checkpoints/best_f1.pt"), [f"{run}/summary.json"],
@@ -216,6 +219,8 @@ def plan_demo(p: Plan) -> None:
     demo = {**DEMO, **(s.raw.get("demo") or {})}
     c = s.config(demo["config"])
     seeds = s["shift"]["seeds"]
+    if not all(s.has_grid(c, loss, y) for loss in demo["losses"] for y in demo["layers"]):
+        return  # a scale without the demo's grids (a test's miniature) has no demo
     main_results(p, [c], demo["layers"], demo["losses"], "demo")
     if seeds:
         shift_set(p, c, demo["shift_task"], seeds[0], "demo")

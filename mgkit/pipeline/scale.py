@@ -101,6 +101,10 @@ class Scale:
             raise UsageError(f"{self.source}: no lambda grid for loss {loss!r} at layer {layer!r}")
         return [word(v) for v in values]
 
+    def has_grid(self, config: Config, loss: str, layer: str) -> bool:
+        own = (self.raw.get("lambda_by_config") or {}).get(config.name, {}).get(loss, {}).get(layer)
+        return bool(own or (self["lambda"].get(loss) or {}).get(layer))
+
     def lam_at(self, config: Config, loss: str, layer: str, index: int | None = None) -> str:
         """The index-th lambda (1-based, default the ablation index) of a grid."""
         index = int(self["ablation"]["lambda_index"]) if index is None else index
