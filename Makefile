@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 MGKIT := $(BIN)/mgkit
 STAMP := $(VENV)/.installed
 
-.PHONY: help install test test-long bench paper-tables demo plan
+.PHONY: help install test test-long bench paper-tables demo plan plan-log
 .DEFAULT_GOAL := help
 
 help:
@@ -52,6 +52,10 @@ paper-tables demo: | $(STAMP)
 plan: | $(STAMP)
 	@$(BIN)/python -m mgkit.pipeline.status --jobs $(JOBS_MK) --scale $(SCALE_YAML) --dataset $(DATASET) \
 	  --runs $(RUNS) --results $(RESULTS) --data-dir $(DATA_DIR)
+# The last lines of one job's log: make plan-log JOB=main/vanilla-ixg/input/energy/lam0.01
+plan-log: | $(STAMP)
+	@$(BIN)/python -m mgkit.pipeline.status --scale $(SCALE_YAML) --dataset $(DATASET) \
+	  --runs $(RUNS) --results $(RESULTS) --data-dir $(DATA_DIR) --log $(JOB)
 
 include pipelines/common.mk
 ifneq ($(EXPERIMENTS),)

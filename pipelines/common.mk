@@ -35,7 +35,7 @@ RESULTS ?= results/$(TAG)
 # (both overridable: the miniature pipeline test brings its own scale file)
 SCALE_YAML ?= pipelines/scales/$(SCALE).yaml
 JOBS_MK ?= build/jobs-$(TAG).mk
-PIPELINE_GOALS := _paper-tables _demo paper-tables demo plan main annotations dilation depth shift segmentation figures
+PIPELINE_GOALS := _paper-tables _demo paper-tables demo plan plan-log main annotations dilation depth shift segmentation figures
 GOAL := $(or $(patsubst _%,%,$(firstword $(filter $(PIPELINE_GOALS),$(MAKECMDGOALS)))),make)
 # Start of this make (the headers show the time since then).
 PIPE_START := $(shell date +%s)
@@ -57,7 +57,9 @@ PAPER_EXPERIMENTS = $(filter-out $(SKIPPED),$(EXPERIMENTS))
 
 # The jobs are read only when a pipeline goal needs them (so that `make help` or `make test` neither
 # need nor build the generated file), after checking the variables the data set needs.
-ifneq ($(filter $(PIPELINE_GOALS) data/% runs/% results/% build/%,$(MAKECMDGOALS)),)
+# Any goal but these is a pipeline goal or one of its files (runs/..., results/...).
+OTHER_GOALS := help install test test-long bench $(STAMP)
+ifneq ($(filter-out $(OTHER_GOALS),$(MAKECMDGOALS)),)
 ifeq ($(filter synthetic voc coco,$(DATASET)),)
 $(error error: DATASET=$(DATASET) is not one of synthetic, voc, coco)
 endif

@@ -109,7 +109,7 @@ class Plan:
                       f"guide {config.name} {loss}/{layer} λ={lam} {extra} -> {d}", f"{d}/log.txt", "", run,
                       f"{d}/launch.json",
                       after=[f"mv {d}/log.txt.out {d}/summary.json",
-                             f"$(if $(filter 1,$(PRUNE)),rm -f {d}/checkpoints/last.pt,@:)"]), experiment)
+                             f"$(if $(filter 1,$(PRUNE)),@rm -f {d}/checkpoints/last.pt)"]), experiment)
         return d
 
     # ----------------------------------------------------------------------------- results

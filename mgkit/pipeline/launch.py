@@ -133,13 +133,11 @@ def write_record(path: str, **fields) -> None:
 
 
 def run_child(cmd: list[str], extra_env: dict[str, str]) -> int:
-    """Run CMD, passing SIGTERM/SIGINT on to it (so that a training run keeps its last epoch)."""
+    """Run CMD while holding the GPU slots. A SIGTERM sent to this process is passed on (the run keeps
+    its last completed epoch); Ctrl-C already reaches the child through the terminal's process group."""
     child = subprocess.Popen(cmd, env={**os.environ, **extra_env})
-
-    def forward(sig, _frame):
-        child.send_signal(sig)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, forward)
+    signal.signal(signal.SIGTERM, lambda sig, _frame: child.send_signal(sig))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     return child.wait()
 
 
@@ -151,7 +149,7 @@ def run_local(a: argparse.Namespace) -> int:
         slots = Slots(gpus, int(env("JOBS_PER_GPU", "1")), lock_dir())
         held = slots.take(a.nproc)
         extra["CUDA_VISIBLE_DEVICES"] = ",".join(held)
-    write_record(a.record, launcher="local", gpus=held, name=a.name)
+    write_record(a.record, launcher="local", gpus=held, name=a.name, pid=os.getpid())
     return run_child(with_torchrun(a.cmd, a.nproc), extra)
 
 
@@ -166,7 +164,9 @@ def run_inside(a: argparse.Namespace) -> int:
     if os.environ.get("SLURM_NODEID", "0") == "0":
         write_record(a.record, launcher="slurm", name=a.name, slurm_job_id=os.environ.get("SLURM_JOB_ID"),
                      nodes=nodes, gpus=[g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g])
-    return run_child(with_torchrun(a.cmd, a.nproc, nodes, rendezvous, os.environ.get("SLURM_JOB_ID", "mgkit")), {})
+    cmd = with_torchrun(a.cmd, a.nproc, nodes, rendezvous, os.environ.get("SLURM_JOB_ID", "mgkit"))
+    sys.stdout.flush()
+    os.execvp(cmd[0], cmd)  # the job's process itself: SLURM's SIGTERM reaches the run directly
 
 
 def sbatch_argv(a: argparse.Namespace, out: str, err: str) -> list[str]:
