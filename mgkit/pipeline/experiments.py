@@ -7,7 +7,7 @@ if its knobs are new, a key in pipelines/scales/*.yaml. README "Adding an experi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from mgkit.pipeline.jobs import Plan
 from mgkit.pipeline.scale import Config, word
@@ -51,7 +51,17 @@ class Experiment:
     plan: Callable[[Plan], None]
     condition: str | None = None      # the swept condition's column (annotations: boxes (%), ...)
     percent: bool = False             # the condition is a fraction shown in percent
-    metrics: tuple[str, ...] = ("epg", "iou")   # localisation metrics of its tables and plots
+    unit: str = ""                    # the condition's unit in plot legends (" % boxes")
+    metrics: tuple[str, ...] = ("epg", "iou")   # localisation metrics of its tables
+    plotted: tuple[str, ...] = ("epg", "iou")   # metrics plotted against F1 (none: no plot)
+    merged: bool = False              # plots: one curve per loss over every run (no condition)
+    timed: bool = False               # tables: seconds per epoch and speed-up against the main layer
+    table: str = "comparison"         # comparison | shift (the Table 1 layout)
+    condition_field: str | None = None    # the result point's field the condition is (bbox_frac, dilate, glayer)
+    # the main comparison's points that are this experiment's reference condition (e.g. 100 % boxes)
+    main_reference: Callable[[Any], bool] | None = None
+    main_metric: str | None = None    # main-comparison points that have this metric join its tables
+    strict_hash: bool = True          # its points come from one data file (not: annotations, dilation)
     plot_prefix: str | None = None    # file-name prefix of its plots (default: the name)
 
 
@@ -194,15 +204,20 @@ def plan_segmentation(p: Plan) -> None:
 
 
 EXPERIMENTS: tuple[Experiment, ...] = (
-    Experiment("main", "1. Main comparison (§7.1)", "Main comparison", plan_main, plot_prefix="pareto"),
+    Experiment("main", "1. Main comparison (§7.1)", "Main comparison", plan_main, merged=True, plot_prefix="pareto"),
     Experiment("annotations", "2. Limited annotations (§7.2)", "Limited annotations", plan_annotations,
-               condition="boxes (%)", percent=True),
+               condition="boxes (%)", percent=True, unit=" % boxes", condition_field="bbox_frac",
+               main_reference=lambda p: p.bbox_frac == 1.0, strict_hash=False),
     Experiment("dilation", "3. Dilated boxes (§7.3)", "Dilated boxes", plan_dilation, condition="dilation (%)",
-               percent=True),
-    Experiment("depth", "4. Guidance depth (§7.5)", "Guidance depth", plan_depth, condition="guided at"),
-    Experiment("shift", "5. Distribution shift (§7.6, Table 1)", "Distribution shift", plan_shift, metrics=()),
+               percent=True, unit=" % dilation", condition_field="dilate", main_reference=lambda p: p.dilate == 0.0,
+               strict_hash=False),
+    Experiment("depth", "4. Guidance depth (§7.5)", "Guidance depth", plan_depth, condition="guided at", timed=True,
+               condition_field="glayer", main_reference=lambda p: p.glayer == p.elayer),
+    Experiment("shift", "5. Distribution shift (§7.6, Table 1)", "Distribution shift", plan_shift, metrics=(),
+               plotted=(), table="shift"),
     Experiment("segmentation", "6. On-object energy (§7.4)", "On-object energy (segmentation masks)",
-               plan_segmentation, metrics=("on_object", "epg")),
+               plan_segmentation, metrics=("on_object", "epg"), plotted=("on_object",), merged=True,
+               main_metric="on_object"),
 )
 BY_NAME = {e.name: e for e in EXPERIMENTS}
 # Needs Waterbirds (WB_ROOT, CUB_ROOT) on real data sets: skipped without them.

@@ -8,17 +8,13 @@ from typing import Any, Iterable
 
 from mgkit.artifacts import write_text_atomic
 from mgkit.errors import UsageError
+from mgkit.pipeline.experiments import EXPERIMENTS
 from mgkit.progress import log
 from mgkit.report.analysis import Analysis
 from mgkit.report.claims import TOL, Claim, all_claims
 from mgkit.report.records import load, to_points
 from mgkit.report.tables import Table, all_tables, pct_keys_for, to_csv, to_latex, to_markdown
 
-EXPERIMENT_TITLES = {
-    "main": "1. Main comparison (§7.1)", "annotations": "2. Limited annotations (§7.2)",
-    "dilation": "3. Dilated boxes (§7.3)", "depth": "4. Guidance depth (§7.5)",
-    "shift": "5. Distribution shift (§7.6, Table 1)", "segmentation": "6. On-object energy (§7.4)",
-}
 
 
 def _rel(path: Path, start: Path) -> str:
@@ -53,15 +49,16 @@ def report_markdown(tables: dict[str, list[Table]], plots: list[Path], claims: l
             lines += ["", f"Note: {c.reason}."]
         lines.append("")
     lines += ["## Experiments", ""]
-    for exp, title in EXPERIMENT_TITLES.items():
-        lines += [f"### {title}", ""]
+    for e in EXPERIMENTS:
+        exp = e.name
+        lines += [f"### {e.title}", ""]
         ts = tables.get(exp, [])
         if not ts:
             lines += ["Not measured: no records for this experiment.", ""]
             continue
         for t in ts:
             lines.append(f"- {t.title}: " + ", ".join(f"[{ext}]({{dir}}/{t.name}.{ext})" for ext in ("md", "tex", "csv")))
-        prefix = "pareto-" if exp == "main" else f"{exp}-"
+        prefix = f"{e.plot_prefix or exp}-"
         mine = [p for p in plots if p.name.startswith(prefix)]
         lines += [f"- plot: [{p.name}]({_rel(p, here)}) ([pdf]({_rel(p.with_suffix('.pdf'), here)}))"
                   for p in mine if p.suffix == ".png"]
