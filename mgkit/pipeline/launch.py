@@ -218,7 +218,7 @@ def run_slurm(a: argparse.Namespace) -> int:
         time.sleep(1.0)
     rc = sub.returncode
     if Path(out).exists():
-        sys.stdout.write(Path(out).read_text())
+        sys.stdout.buffer.write(Path(out).read_bytes())
         sys.stdout.flush()
     if rc != 0:
         print(f"error: SLURM job {job_id or '?'} ({a.name}) failed: {job_state(job_id) if job_id else 'not submitted'}"
@@ -227,16 +227,17 @@ def run_slurm(a: argparse.Namespace) -> int:
 
 
 def copy_from(path: str, pos: int, stream) -> int:
+    """Copy what PATH gained since byte POS to STREAM (bytes: a write may end mid-character)."""
     try:
-        with open(path) as f:
+        with open(path, "rb") as f:
             f.seek(pos)
             chunk = f.read()
     except OSError:
         return pos
     if chunk:
-        stream.write(chunk)
+        stream.buffer.write(chunk)
         stream.flush()
-    return pos + len(chunk.encode())
+    return pos + len(chunk)
 
 
 def main(argv: list[str] | None = None) -> int:
