@@ -89,8 +89,12 @@ class Slots:
         return chosen
 
     def take(self, n: int, poll: float = 1.0) -> list[str]:
-        while (got := self.try_take(n)) is None:
+        got = self.try_take(n)
+        if got is None:
+            print(f"waiting for {n} free GPU slot(s) of {','.join(self.gpus)}", file=sys.stderr, flush=True)
+        while got is None:
             time.sleep(poll)
+            got = self.try_take(n)
         return got
 
     def release(self) -> None:

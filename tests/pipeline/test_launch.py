@@ -92,3 +92,25 @@ def test_sbatch_command_names_the_run_and_asks_for_gpus(monkeypatch):
     assert script.startswith("exec srun --nodes 2 --ntasks-per-node 1 ") and "--inside" in script
     monkeypatch.setenv("MGKIT_DEVICE", "cpu")
     assert not any(x.startswith("--gres") for x in launch.sbatch_argv(a, "o", "e"))
+
+
+def test_concurrent_jobs_never_share_a_gpu(gpus, tmp_path):
+    """Four launcher processes on GPUS=0,1 (as `make -j4` starts them): at most two run at once, and two
+    jobs that overlap in time hold different GPUs."""
+    import os
+    import subprocess
+
+
+    os.environ["MGKIT_GPUS"] = "0,1"  # monkeypatched by the fixture, restored after the test
+    code = ("import os, time, json, sys; t0 = time.time(); time.sleep(0.6); "
+            "print(json.dumps([os.environ['CUDA_VISIBLE_DEVICES'], t0, time.time()]))")
+    procs = [subprocess.Popen([sys.executable, "-m", "mgkit.pipeline.launch", "--name", f"j{i}", "--",
+                               sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for i in range(4)]
+    spans = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    for i, (g1, a1, b1) in enumerate(spans):
+        for g2, a2, b2 in spans[i + 1:]:
+            if a1 < b2 and a2 < b1:  # overlapping in time
+                assert g1 != g2
+    assert {g for g, _, _ in spans} == {"0", "1"}
+
