@@ -42,11 +42,11 @@ bench: $(STAMP)
 # The pipeline goals run independent jobs side by side: one per GPU slot on a GPU machine (GPUS,
 # JOBS_PER_GPU, NPROC), one per core on a CPU machine (each single-threaded: the runs are small, two
 # one-thread processes beat one two-thread process), up to SLURM_QUEUE jobs in SLURM's queue with
-# LAUNCHER=slurm. `make -jN paper-tables` sets N itself; PARALLEL=1 runs one job at a time.
+# LAUNCHER=slurm (single-threaded too, as torchrun's processes: the same numbers as LAUNCHER=local). `make -jN paper-tables` sets N itself; PARALLEL=1 runs one job at a time.
 SLURM_QUEUE ?= 32
 PARALLEL ?= $(if $(filter slurm,$(LAUNCHER)),$(SLURM_QUEUE),$(shell MGKIT_DEVICE=$(DEVICE) MGKIT_GPUS=$(GPUS) MGKIT_JOBS_PER_GPU=$(or $(JOBS_PER_GPU),1) $(PY) -c 'import sys; sys.path.insert(0, "."); from mgkit.pipeline.launch import default_parallel; print(default_parallel($(or $(NPROC),1)))' 2>/dev/null || nproc 2>/dev/null || echo 1))
 paper-tables demo: | $(STAMP)
-	@$(MAKE) --no-print-directory $(if $(filter -j%,$(MAKEFLAGS)),,-j$(PARALLEL)) $(if $(filter-out 1,$(PARALLEL)),$(if $(filter slurm,$(LAUNCHER)),,OMP_NUM_THREADS=1)) _$@
+	@$(MAKE) --no-print-directory $(if $(filter -j%,$(MAKEFLAGS)),,-j$(PARALLEL)) $(if $(filter-out 1,$(PARALLEL)),OMP_NUM_THREADS=1) _$@
 
 # Per experiment: jobs done, running, failed, pending; GPU-hours and disk for the scale and data set.
 plan: | $(STAMP)
