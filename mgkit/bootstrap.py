@@ -1,0 +1,151 @@
+"""Bootstrap intervals over test images for ratio metrics, and paired differences between two models.
+
+Every headline metric is a ratio of per-image sums: micro F1 = Σ2TP / Σ(2TP+FP+FN), EPG and IoU =
+Σ(per-pair value) / Σ(pairs) over the images' (image, class) pairs. Resampling images (not pairs) keeps
+an image's pairs together, as the test set is a sample of images. A resample is a row of image weights
+(how often each image was drawn), so all resamples of a chunk are one matrix product. Intervals are
+percentile intervals. A paired comparison applies the same resamples to both models' per-image sums,
+which cancels the variation the two share (easy or hard images).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+REPS = 1000
+LEVEL = 0.95
+CHUNK = 100  # resamples per matrix product: chunk x images weights in memory at a time
+
+
+@dataclass(frozen=True)
+class Interval:
+    """An estimate with its (lo, hi) interval at `level`."""
+
+    value: float
+    lo: float
+    hi: float
+    level: float = LEVEL
+
+    @property
+    def half_width(self) -> float:
+        return (self.hi - self.lo) / 2
+
+
+def resample_indices(n: int, reps: int = REPS, seed: int = 0) -> Iterator[np.ndarray]:
+    """Chunks of [chunk, n] image indices drawn with replacement; the same (n, reps, seed) gives the same draws."""
+    if n < 1 or reps < 1:
+        raise ValueError(f"need at least one image and one resample, got n={n}, reps={reps}")
+    rng = np.random.default_rng(seed)
+    for start in range(0, reps, CHUNK):
+        yield rng.integers(0, n, size=(min(CHUNK, reps - start), n))
+
+
+def _weights(idx: np.ndarray, n: int) -> np.ndarray:
+    """[chunk, n] draw counts of each image per resample."""
+    rows = idx.shape[0]
+    flat = (idx + n * np.arange(rows)[:, None]).ravel()
+    return np.bincount(flat, minlength=rows * n).reshape(rows, n).astype(np.float64)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def _check(num: np.ndarray, den: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
+    if num.ndim != 1 or num.shape != den.shape:
+        raise ValueError(f"per-image numerators and denominators must be [N] each, got {num.shape} and {den.shape}")
+    return num, den
+
+
+def _percentiles(stats: np.ndarray, level: float) -> tuple[float, float]:
+    s = stats[np.isfinite(stats)]  # a resample without any pair has no EPG: left out
+    if s.size == 0:
+        return float("nan"), float("nan")
+    a = (1 - level) / 2
+    return float(np.quantile(s, a)), float(np.quantile(s, 1 - a))
+
+
+def ratio_interval(num, den, *, reps: int = REPS, seed: int = 0, level: float = LEVEL) -> Interval | None:
+    """Σnum / Σden over images with a bootstrap interval; None when Σden is 0 (metric undefined)."""
+    num, den = _check(num, den)
+    if den.sum() <= 0:
+        return None
+    stats = np.concatenate([_ratio(w @ num, w @ den) for w in map(lambda i: _weights(i, len(num)),
+                                                                  resample_indices(len(num), reps, seed))])
+    return Interval(float(num.sum() / den.sum()), *_percentiles(stats, level), level)
+
+
+def paired_difference(num_a, den_a, num_b, den_b, *, reps: int = REPS, seed: int = 0,
+                      level: float = LEVEL) -> Interval | None:
+    """(Σnum_a/Σden_a) − (Σnum_b/Σden_b) over the same images (row i of a and b is one image), with a
+    paired bootstrap interval; None when either ratio is undefined."""
+    num_a, den_a = _check(num_a, den_a)
+    num_b, den_b = _check(num_b, den_b)
+    if num_a.shape != num_b.shape:
+        raise ValueError(f"paired values need the same images: {len(num_a)} vs {len(num_b)}")
+    if den_a.sum() <= 0 or den_b.sum() <= 0:
+        return None
+    n = len(num_a)
+    stats = []
+    for idx in resample_indices(n, reps, seed):
+        w = _weights(idx, n)
+        stats.append(_ratio(w @ num_a, w @ den_a) - _ratio(w @ num_b, w @ den_b))
+    value = num_a.sum() / den_a.sum() - num_b.sum() / den_b.sum()
+    return Interval(float(value), *_percentiles(np.concatenate(stats), level), level)
+
+
+def align(index_a, index_b) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of a and of b that hold the same images (by dataset index), in one order; refuses disjoint sets."""
+    ia, ib = np.asarray(index_a), np.asarray(index_b)
+    common, ra, rb = np.intersect1d(ia, ib, return_indices=True)
+    if len(common) != len(ia) or len(common) != len(ib):
+        raise ValueError(f"paired comparison over different images ({len(ia)} and {len(ib)}, {len(common)} shared)")
+    return ra, rb
+
+
+def combine_seeds(values, los, his, level: float = LEVEL) -> tuple[float, float | None, Interval]:
+    """Mean and std over training seeds, and an interval that carries both sources of variation.
+
+    Each seed's bootstrap half-width gives its test-set standard error (half-width / z). The seeds are
+    evaluated on the same test images, so their test-set errors are correlated; the interval therefore
+    adds the mean test-set variance unreduced to the between-seed variance of the mean (s²/S), which is
+    conservative. With one seed this is that seed's own interval.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    lo, hi = np.asarray(los, dtype=np.float64), np.asarray(his, dtype=np.float64)
+    z = _z(level)
+    mean = float(v.mean())
+    std = float(v.std(ddof=1)) if len(v) > 1 else None
+    se_test2 = float(np.mean(((hi - lo) / (2 * z)) ** 2))
+    se = np.sqrt(se_test2 + (std ** 2 / len(v) if std is not None else 0.0))
+    return mean, std, Interval(mean, mean - z * se, mean + z * se, level)
+
+
+def _z(level: float) -> float:
+    """Two-sided normal quantile (for the levels used here; no scipy)."""
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(0.5 + level / 2)
+
+
+def headline_intervals(per_image: dict[str, np.ndarray], *, reps: int = REPS, seed: int = 0,
+                       level: float = LEVEL) -> dict[str, float | None]:
+    """f1_lo/f1_hi, epg_lo/epg_hi, iou_lo/iou_hi for an evaluation's per-image sums (`per_image_sums`)."""
+    out: dict[str, float | None] = {}
+    for name, (num, den) in ratio_terms(per_image).items():
+        iv = ratio_interval(num, den, reps=reps, seed=seed, level=level)
+        out[f"{name}_lo"], out[f"{name}_hi"] = (None, None) if iv is None else (iv.lo, iv.hi)
+    return out
+
+
+def ratio_terms(per_image: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Metric -> (per-image numerator, denominator) from the per-image sums an evaluation keeps."""
+    tp, fp, fn = (np.asarray(per_image[k], dtype=np.float64) for k in ("tp", "fp", "fn"))
+    pairs = np.asarray(per_image["pairs"], dtype=np.float64)
+    return {"f1": (2 * tp, 2 * tp + fp + fn), "epg": (np.asarray(per_image["epg_sum"], dtype=np.float64), pairs),
+            "iou": (np.asarray(per_image["iou_sum"], dtype=np.float64), pairs)}
