@@ -10,8 +10,9 @@ which cancels the variation the two share (easy or hard images).
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -149,3 +150,51 @@ def ratio_terms(per_image: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray,
     pairs = np.asarray(per_image["pairs"], dtype=np.float64)
     return {"f1": (2 * tp, 2 * tp + fp + fn), "epg": (np.asarray(per_image["epg_sum"], dtype=np.float64), pairs),
             "iou": (np.asarray(per_image["iou_sum"], dtype=np.float64), pairs)}
+
+
+def per_image_sums(index, logits, labels, pair_rows, pair_epg, pair_iou, threshold: float = 0.0
+                   ) -> dict[str, np.ndarray]:
+    """The per-image sums the headline metrics are ratios of, ordered by dataset index.
+
+    ``index [N]`` dataset rows of the evaluated images, ``logits``/``labels [N, K]`` (positive iff
+    logit >= threshold, as `mgkit.metrics.classification_metrics`), ``pair_rows [P]`` the dataset row of
+    each localised (image, class) pair with its ``pair_epg``/``pair_iou [P]``.
+    """
+    index = np.asarray(index, dtype=np.int64)
+    pred = np.asarray(logits, dtype=np.float64) >= threshold
+    pos = np.asarray(labels, dtype=np.float64) > 0.5
+    order = np.argsort(index, kind="stable")
+    index = index[order]
+    slot = np.searchsorted(index, np.asarray(pair_rows, dtype=np.int64))
+    n = len(index)
+    return {"index": index,
+            "tp": (pred & pos).sum(1)[order], "fp": (pred & ~pos).sum(1)[order], "fn": (~pred & pos).sum(1)[order],
+            "pairs": np.bincount(slot, minlength=n),
+            "epg_sum": np.bincount(slot, weights=np.asarray(pair_epg, dtype=np.float64), minlength=n),
+            "iou_sum": np.bincount(slot, weights=np.asarray(pair_iou, dtype=np.float64), minlength=n)}
+
+
+_INT_KEYS = ("index", "tp", "fp", "fn", "pairs")
+
+
+def encode_per_image(sums: dict[str, np.ndarray]) -> dict[str, Any]:
+    """A record section for per-image sums: base64 little-endian arrays (int32 counts, float32 sums),
+    about 5 characters a number, so paired comparisons can be made later from the records alone."""
+    out: dict[str, Any] = {"n": int(len(sums["index"])), "encoding": "base64 little-endian int32/float32"}
+    for k, v in sums.items():
+        dt = "<i4" if k in _INT_KEYS else "<f4"
+        out[k] = base64.b64encode(np.ascontiguousarray(v, dtype=dt).tobytes()).decode("ascii")
+    return out
+
+
+def decode_per_image(section: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Inverse of `encode_per_image`; raises ValueError on a malformed section."""
+    try:
+        n = int(section["n"])
+        out = {k: np.frombuffer(base64.b64decode(section[k]), dtype="<i4" if k in _INT_KEYS else "<f4")
+               for k in (*_INT_KEYS, "epg_sum", "iou_sum")}
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"per_image section is malformed ({e})") from None
+    if any(len(v) != n for v in out.values()):
+        raise ValueError("per_image section is malformed (arrays of different lengths)")
+    return {k: v.astype(np.int64 if k in _INT_KEYS else np.float64) for k, v in out.items()}
