@@ -519,15 +519,16 @@ def tables_cmd(
     report: Optional[Path] = typer.Option(None, "--report", help="Claims report (default: OUT/../paper-tables.md)."),
     split: str = typer.Option("test", "--split", help="Evaluation split the tables compare (shift records keep their splits)."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Also draw the Pareto plots (PNG and PDF)."),
+    timings: list[Path] = typer.Option([], "--timings", help="JSON lines of benchmarks/bench_train.py --one guided/<fam>/<layer> --json, timed alone (claim 9's speed); repeatable."),
     quiet: bool = QuietOpt, as_json: bool = JsonOpt,
 ) -> None:
-    """Paper tables, Pareto plots and a claim-by-claim report from result records.
+    """Paper tables, Pareto plots and a claim-by-claim report (Markdown, and the same as one HTML page) from result records.
 
     Example: [bold]mgkit tables results/*.json --out results/tables[/bold]
     """
     from mgkit.report.build import build
 
-    summary = build(results, out, report, split=split, quiet=quiet, plots=plots)
+    summary = build(results, out, report, split=split, quiet=quiet, plots=plots, timings=timings)
 
     def render(s: dict[str, Any]) -> None:
         typer.echo(f"wrote {len(s['files'])} files under {s['out']}; report {s['report']}")

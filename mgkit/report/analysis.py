@@ -103,9 +103,19 @@ class Analysis:
 
     def baseline(self, p: Point) -> dict[str, Any] | None:
         """Mean baseline metrics for the configuration of `p` (None when no baseline was evaluated)."""
-        pts = self._baselines.get(self._bkey(p))
+        pts = self.baseline_points(p)
         if not pts:
             return None
+        keys = ("f1", "epg", "iou", "on_object")
+        out: dict[str, Any] = {k: mean_or_none(self.value(b, k) for b in pts) for k in keys}
+        out["n"] = len(pts)
+        return out
+
+    def baseline_points(self, p: Point) -> list[Point]:
+        """The baseline points averaged for the configuration of `p`: per run (seed) its best-F1 ones."""
+        pts = self._baselines.get(self._bkey(p))
+        if not pts:
+            return []
         # Several points of one baseline run (epochs): its best-F1 ones, the checkpoint guidance starts from
         # (several records of that checkpoint, e.g. with and without segmentation masks, share its F1).
         runs: dict[tuple, list[Point]] = defaultdict(list)
@@ -115,10 +125,7 @@ class Analysis:
         for group in runs.values():
             top = max((b.m("f1") for b in group if b.m("f1") is not None), default=None)
             pts += [b for b in group if b.m("f1") == top]
-        keys = ("f1", "epg", "iou", "on_object")
-        out: dict[str, Any] = {k: mean_or_none(self.value(b, k) for b in pts) for k in keys}
-        out["n"] = len(pts)
-        return out
+        return pts
 
     def guided(self, experiment: str) -> list[Point]:
         """Guided points of an experiment, plus the main-comparison points that are its reference condition
