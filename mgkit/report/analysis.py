@@ -53,13 +53,19 @@ def std_or_none(values: Iterable[float | None]) -> float | None:
     return statistics.stdev(v) if len(v) > 1 else None  # undefined for one record
 
 
-def best_at(points: list[Point], metric: str, base_f1: float | None, drop: float) -> tuple[float, float] | None:
-    """(best metric, its F1) over points with F1 >= base_f1 - drop; None when none qualifies."""
+def best_point(points: list[Point], metric: str, base_f1: float | None, drop: float) -> Point | None:
+    """The point with the best metric (ties: higher F1) among those with F1 >= base_f1 - drop."""
     if base_f1 is None:
         return None
-    ok = [(p.m(metric), p.m("f1")) for p in points]
-    ok = [(v, f) for v, f in ok if v is not None and f is not None and f >= base_f1 - drop - 1e-12]
-    return max(ok) if ok else None
+    ok = [p for p in points if p.m(metric) is not None and p.m("f1") is not None
+          and p.m("f1") >= base_f1 - drop - 1e-12]
+    return max(ok, key=lambda p: (p.m(metric), p.m("f1")), default=None)
+
+
+def best_at(points: list[Point], metric: str, base_f1: float | None, drop: float) -> tuple[float, float] | None:
+    """(best metric, its F1) over points with F1 >= base_f1 - drop; None when none qualifies."""
+    p = best_point(points, metric, base_f1, drop)
+    return None if p is None else (p.m(metric), p.m("f1"))
 
 
 def front(points: list[Point], metric: str) -> list[tuple[float, float]]:

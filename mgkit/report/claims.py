@@ -25,7 +25,7 @@ from statistics import NormalDist
 from typing import Any
 
 from mgkit.bootstrap import align, combine_seeds, decode_per_image, paired_difference, ratio_terms
-from mgkit.report.analysis import (Analysis, config_key, config_sort, front, group_rows, loss_sort,
+from mgkit.report.analysis import (Analysis, best_point, config_key, config_sort, front, group_rows, loss_sort,
                                    setting_of)
 from mgkit.report.records import Point
 from mgkit.report.tables import Table, shift_values
@@ -221,11 +221,7 @@ def _by_loss(groups: dict[tuple, list]) -> dict[str, list]:
 
 def _best(points: list[Point], an: Analysis, metric: str, base_f1: float | None, drop: float) -> Point | None:
     """The candidate with the highest metric among those at most `drop` F1 below the baseline."""
-    if base_f1 is None:
-        return None
-    key = an.metric_key(metric)
-    ok = [p for p in points if p.m(key) is not None and p.m("f1") is not None and p.m("f1") >= base_f1 - drop - 1e-12]
-    return max(ok, key=lambda p: (p.m(key), p.m("f1")), default=None)
+    return best_point(points, an.metric_key(metric), base_f1, drop)
 
 
 def _front_points(points: list[Point], key: str) -> list[Point]:

@@ -164,3 +164,23 @@ def test_experiment_field(tmp_path):
                                 record(f1=0.5, epg=0.5, loss="energy"), record(f1=0.5, epg=0.5)])
     points, _ = to_points(load([path]))
     assert [p.experiment for p in points] == ["annotations", "depth", "main", None]
+
+
+def test_intervals_in_tables_and_seeds_combined(tmp_path):
+    """One baseline per seed: mean ±std and the combined interval; a candidate's own bootstrap interval."""
+    b = "bcos-resnet18"
+    recs = [record(b, None, f1=0.80, epg=0.40, ci=0.02, seed=0), record(b, None, f1=0.80, epg=0.44, ci=0.02, seed=1),
+            record(b, "energy", f1=0.79, epg=0.70, ci=0.03)]
+    recs[1]["identity"]["run"] = "runs/seed1"
+    write(tmp_path / "res" / "main.json", recs)
+    build([tmp_path / "res"], tmp_path / "out" / "tables", quiet=True, plots=False)
+    rows = read_csv(tmp_path / "out" / "tables" / "main-synthetic.csv")
+    base = row(rows, loss="baseline")
+    sd = 0.04 / 2 ** 0.5  # std of 0.40 and 0.44
+    h = 1.959964 * ((0.02 / 1.959964) ** 2 + sd ** 2 / 2) ** 0.5
+    assert base["base_epg"] == "42.0" and base["base_epg_std"] == f"{100 * sd:.1f}"
+    assert (base["base_epg_lo"], base["base_epg_hi"]) == (f"{100 * (0.42 - h):.1f}", f"{100 * (0.42 + h):.1f}")
+    e = row(rows, loss="energy")
+    assert (e["epg_at_1_lo"], e["epg_at_1_hi"]) == ("67.0", "73.0")
+    md = (tmp_path / "out" / "tables" / "main-synthetic.md").read_text()
+    assert "70.0 [67.0, 73.0] (79.0)" in md and f"42.0 ±{100 * sd:.1f} [" in md
