@@ -130,7 +130,8 @@ def _check_out(out: Path, force: bool) -> None:
 
 
 def _prepare(plan_fn: Callable[[], Any], out: Path, size: int, bbox_frac: float, seed: int, workers: int,
-             force: bool, skip_bad: bool, quiet: bool, as_json: bool, options: dict[str, Any]) -> None:
+             force: bool, skip_bad: bool, quiet: bool, as_json: bool, options: dict[str, Any],
+             bbox_count: int | None = None) -> None:
     from mgkit.data.prepare import MAX_SIZE, run_prepare
     from mgkit.progress import log
 
@@ -146,9 +147,11 @@ def _prepare(plan_fn: Callable[[], Any], out: Path, size: int, bbox_frac: float,
     for warning in plan.warnings:
         typer.echo(f"warning: {warning}", err=True)
     opts = {**options, "size": size, "bbox_frac": bbox_frac, "seed": seed, "skip_bad": skip_bad}
+    if bbox_count is not None:
+        opts["bbox_count"] = bbox_count
     try:
         summary = run_prepare(plan, out, size=size, bbox_frac=bbox_frac, seed=seed, workers=workers, force=force,
-                              skip_bad=skip_bad, options=opts, quiet=quiet)
+                              skip_bad=skip_bad, options=opts, quiet=quiet, bbox_count=bbox_count)
     except OSError as e:  # disk full, folder removed meanwhile, ...: the temporary file is already gone
         reason = e.strerror or (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise MgkitError(f"{e.filename or out}: writing the data set failed ({reason}); nothing was written") from None
@@ -182,7 +185,9 @@ def prepare_synthetic(
     n_val: int = typer.Option(300, "--val", min=1, help="Validation images."),
     n_test: int = typer.Option(600, "--test", min=1, help="Test images (multilabel: as many again in test_decorrelated and in test_shifted)."),
     size: int = typer.Option(128, "--size", min=16, help="Square image size in pixels."),
-    bbox_frac: float = BboxFracOpt, seed: int = SeedOpt, workers: int = WorkersOpt, force: bool = ForceOpt,
+    bbox_frac: float = BboxFracOpt,
+    bbox_count: Optional[int] = typer.Option(None, "--bbox-count", min=0, help="Annotate exactly this many training images (an absolute budget: the paper's 1 % of VOC is about 25 images); --bbox-frac then names the condition it stands for."),
+    seed: int = SeedOpt, workers: int = WorkersOpt, force: bool = ForceOpt,
     quiet: bool = QuietOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Built-in procedural data (no download): shapes with spurious context cues, or a Waterbirds analogue.
@@ -197,7 +202,7 @@ def prepare_synthetic(
         spurious = synthetic.DEFAULT_SPURIOUS[task]
     opts = dict(task=task, num_classes=num_classes, spurious=spurious, n_train=n_train, n_val=n_val, n_test=n_test)
     _prepare(lambda: synthetic.plan(**opts, seed=seed), out, size, bbox_frac, seed, workers, force, False, quiet,
-             as_json, {"source": "synthetic", **opts})
+             as_json, {"source": "synthetic", **opts}, bbox_count=bbox_count)
 
 
 @prepare_app.command("voc")

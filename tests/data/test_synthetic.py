@@ -247,6 +247,22 @@ def test_cli_multilabel_json_and_bbox_frac(tmp_path):
     assert np.array_equal(sets["a"], sets["b"]) and not np.array_equal(sets["a"], sets["d"])
 
 
+def test_cli_bbox_count_is_an_absolute_budget(tmp_path):
+    path = tmp_path / "n.h5"
+    res = _cli("--out", str(path), "--train", "40", "--val", "4", "--test", "4", "--size", "32", "--bbox-frac", "0.01",
+               "--bbox-count", "7", "--quiet", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["splits"]["train"]["annotated"] == 7
+    with open_dataset(path) as ds:
+        assert ds.bbox_frac == 0.01  # the condition the budget stands for (1 % of the paper's data set)
+    with h5py.File(path, "r") as f:
+        assert f["train/annotated"][()].sum() == 7 and f["val/annotated"][()].all()
+    res = _cli("--out", str(tmp_path / "m.h5"), "--train", "40", "--val", "4", "--test", "4", "--size", "32",
+               "--bbox-count", "41")
+    assert res.exit_code == 2 and "--bbox-count 41" in res.output and res.output.strip().count("\n") == 0
+    assert not (tmp_path / "m.h5").exists()
+
+
 def test_birds_place_is_the_reversed_task_on_the_same_images():
     birds = _scenes("test", 24, 32, task="birds")
     place = _scenes("test", 24, 32, task="birds-place")
