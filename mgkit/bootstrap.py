@@ -136,7 +136,8 @@ def _z(level: float) -> float:
 
 def headline_intervals(per_image: dict[str, np.ndarray], *, reps: int = REPS, seed: int = 0,
                        level: float = LEVEL) -> dict[str, float | None]:
-    """f1_lo/f1_hi, epg_lo/epg_hi, iou_lo/iou_hi for an evaluation's per-image sums (`per_image_sums`)."""
+    """f1_lo/f1_hi, epg_lo/epg_hi, iou_lo/iou_hi (and iou_chosen_lo/hi) for an evaluation's per-image sums
+    (`per_image_sums`)."""
     out: dict[str, float | None] = {}
     for name, (num, den) in ratio_terms(per_image).items():
         iv = ratio_interval(num, den, reps=reps, seed=seed, level=level)
@@ -148,17 +149,21 @@ def ratio_terms(per_image: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray,
     """Metric -> (per-image numerator, denominator) from the per-image sums an evaluation keeps."""
     tp, fp, fn = (np.asarray(per_image[k], dtype=np.float64) for k in ("tp", "fp", "fn"))
     pairs = np.asarray(per_image["pairs"], dtype=np.float64)
-    return {"f1": (2 * tp, 2 * tp + fp + fn), "epg": (np.asarray(per_image["epg_sum"], dtype=np.float64), pairs),
-            "iou": (np.asarray(per_image["iou_sum"], dtype=np.float64), pairs)}
+    out = {"f1": (2 * tp, 2 * tp + fp + fn), "epg": (np.asarray(per_image["epg_sum"], dtype=np.float64), pairs),
+           "iou": (np.asarray(per_image["iou_sum"], dtype=np.float64), pairs)}
+    if per_image.get("iou_chosen_sum") is not None:
+        out["iou_chosen"] = (np.asarray(per_image["iou_chosen_sum"], dtype=np.float64), pairs)
+    return out
 
 
-def per_image_sums(index, logits, labels, pair_rows, pair_epg, pair_iou, threshold: float = 0.0
-                   ) -> dict[str, np.ndarray]:
+def per_image_sums(index, logits, labels, pair_rows, pair_epg, pair_iou, pair_iou_chosen=None,
+                   threshold: float = 0.0) -> dict[str, np.ndarray]:
     """The per-image sums the headline metrics are ratios of, ordered by dataset index.
 
     ``index [N]`` dataset rows of the evaluated images, ``logits``/``labels [N, K]`` (positive iff
     logit >= threshold, as `mgkit.metrics.classification_metrics`), ``pair_rows [P]`` the dataset row of
-    each localised (image, class) pair with its ``pair_epg``/``pair_iou [P]``.
+    each localised (image, class) pair with its ``pair_epg``/``pair_iou [P]`` (and ``pair_iou_chosen``, IoU
+    at a threshold chosen on another split, when given).
     """
     index = np.asarray(index, dtype=np.int64)
     pred = np.asarray(logits, dtype=np.float64) >= threshold
@@ -167,11 +172,14 @@ def per_image_sums(index, logits, labels, pair_rows, pair_epg, pair_iou, thresho
     index = index[order]
     slot = np.searchsorted(index, np.asarray(pair_rows, dtype=np.int64))
     n = len(index)
-    return {"index": index,
-            "tp": (pred & pos).sum(1)[order], "fp": (pred & ~pos).sum(1)[order], "fn": (~pred & pos).sum(1)[order],
-            "pairs": np.bincount(slot, minlength=n),
-            "epg_sum": np.bincount(slot, weights=np.asarray(pair_epg, dtype=np.float64), minlength=n),
-            "iou_sum": np.bincount(slot, weights=np.asarray(pair_iou, dtype=np.float64), minlength=n)}
+    out = {"index": index,
+           "tp": (pred & pos).sum(1)[order], "fp": (pred & ~pos).sum(1)[order], "fn": (~pred & pos).sum(1)[order],
+           "pairs": np.bincount(slot, minlength=n),
+           "epg_sum": np.bincount(slot, weights=np.asarray(pair_epg, dtype=np.float64), minlength=n),
+           "iou_sum": np.bincount(slot, weights=np.asarray(pair_iou, dtype=np.float64), minlength=n)}
+    if pair_iou_chosen is not None:
+        out["iou_chosen_sum"] = np.bincount(slot, weights=np.asarray(pair_iou_chosen, dtype=np.float64), minlength=n)
+    return out
 
 
 _INT_KEYS = ("index", "tp", "fp", "fn", "pairs")
@@ -191,8 +199,8 @@ def decode_per_image(section: dict[str, Any]) -> dict[str, np.ndarray]:
     """Inverse of `encode_per_image`; raises ValueError on a malformed section."""
     try:
         n = int(section["n"])
-        out = {k: np.frombuffer(base64.b64decode(section[k]), dtype="<i4" if k in _INT_KEYS else "<f4")
-               for k in (*_INT_KEYS, "epg_sum", "iou_sum")}
+        keys = (*_INT_KEYS, "epg_sum", "iou_sum", *(("iou_chosen_sum",) if "iou_chosen_sum" in section else ()))
+        out = {k: np.frombuffer(base64.b64decode(section[k]), dtype="<i4" if k in _INT_KEYS else "<f4") for k in keys}
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"per_image section is malformed ({e})") from None
     if any(len(v) != n for v in out.values()):

@@ -286,6 +286,7 @@ class LocalizationAccumulator:
         self._bins = _GroupSums(t, size=nb)
         self._seg = torch.zeros(4, dtype=torch.float64)  # count, ratio, seg_epg, box_epg
         self._pairs: dict[str, list[Tensor]] = {k: [] for k in ("epg", "iou", "cls", "size", "group")}
+        self._sweeps: list[Tensor] = []  # per-pair IoU at every threshold (float32), for pair_iou
 
     def update(
         self,
@@ -354,6 +355,7 @@ class LocalizationAccumulator:
         k = self.thresholds.index(self._match(self.iou_threshold))
         self._pairs["epg"].append(e)
         self._pairs["iou"].append(sweep[:, k])
+        self._sweeps.append(sweep.float())
         self._pairs["cls"].append(cls)
         self._pairs["size"].append(frac)
         # -1 marks "no group given" so per-pair columns stay aligned across updates.
@@ -382,6 +384,11 @@ class LocalizationAccumulator:
     def per_pair(self) -> dict[str, Tensor]:
         """Per-pair EPG, IoU at ``iou_threshold``, class, box-area fraction and group (-1 if not given)."""
         return {k: torch.cat(v) for k, v in self._pairs.items() if v}
+
+    def pair_iou(self, threshold: float) -> Tensor:
+        """Per-pair IoU at a tracked threshold (e.g. one chosen on another split), in the order of `per_pair`."""
+        k = self.thresholds.index(self._match(threshold))
+        return torch.cat([s[:, k] for s in self._sweeps]).double() if self._sweeps else torch.zeros(0, dtype=torch.float64)
 
     def result(self, iou_threshold: float | None = None) -> dict:
         """Averages over all pairs so far; IoU values at ``iou_threshold`` (default: the fixed one)."""

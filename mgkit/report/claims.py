@@ -36,7 +36,7 @@ TOL = 0.005  # fronts: a winner's point at most 0.5 F1 points below the other's 
 Z = NormalDist().inv_cdf(0.975)
 HOLDS, FAILS, UNCLEAR = "holds", "fails", "unclear"
 SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_MEASURED = "supported", "contradicted", "inconclusive", "not measured"
-PAIRED = ("f1", "epg", "iou")  # ratio metrics with per-image sums
+PAIRED = ("f1", "epg", "iou", "iou_chosen")  # ratio metrics with per-image sums
 # Two-sided 97.5 % Student t quantiles by degrees of freedom (no scipy); above 10, the normal's.
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
@@ -193,8 +193,9 @@ class Judge:
                     ra, rb = align(sa["index"], sb["index"])
                 except ValueError:
                     ra = rb = None
-                if ra is not None:
-                    (xa, ya), (xb, yb) = ratio_terms(sa)[key], ratio_terms(sb)[key]
+                ta, tb = ratio_terms(sa), ratio_terms(sb)
+                if ra is not None and key in ta and key in tb:
+                    (xa, ya), (xb, yb) = ta[key], tb[key]
                     iv = paired_difference(xa[ra], ya[ra], xb[rb], yb[rb])
                     if iv is not None:
                         d = Num(iv.value, iv.lo, iv.hi, "diff (paired)")

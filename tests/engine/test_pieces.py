@@ -201,6 +201,12 @@ def test_per_image_sums_reproduce_the_headline_metrics_in_dataset_order():
     assert list(back["index"]) == [3, 5, 7]
     assert back["epg_sum"] == pytest.approx(per["epg_sum"], rel=1e-6)
     assert "per_image" not in result_sections(res, CLASSES)  # epoch lines stay small
+    chosen = evaluate(model, [batch], device=torch.device("cpu"), attribution="ixg", layer="input",
+                      chosen_threshold=0.25)
+    per = chosen["per_image"]
+    assert per["iou_chosen_sum"].sum() / per["pairs"].sum() == pytest.approx(chosen["localization"]["iou_chosen"])
+    m = result_sections(chosen, CLASSES)["metrics"]
+    assert m["iou_chosen_lo"] <= m["iou_chosen"] <= m["iou_chosen_hi"]
 
 
 def test_headline_leaves_missing_localization_as_none():
