@@ -184,3 +184,24 @@ def test_intervals_in_tables_and_seeds_combined(tmp_path):
     assert (e["epg_at_1_lo"], e["epg_at_1_hi"]) == ("67.0", "73.0")
     md = (tmp_path / "out" / "tables" / "main-synthetic.md").read_text()
     assert "70.0 [67.0, 73.0] (79.0)" in md and f"42.0 ±{100 * sd:.1f} [" in md
+
+
+def test_report_shows_each_claims_deciding_plot_inline(tmp_path):
+    from mgkit.report.analysis import Analysis
+    from mgkit.report.build import report_markdown
+    from mgkit.report.claims import all_claims
+    from mgkit.report.records import Source
+    from mgkit.report.tables import all_tables
+
+    points, _ = to_points(Source("m.json", r) for r in main_records(ci=0.005) + other_records())
+    an = Analysis(points)
+    claims, judge = all_claims(an)
+    out = tmp_path / "tables"
+    plots = [out / f"{stem}.png" for stem in ("pareto-epg-synthetic", "pareto-iou-synthetic", "dilation-epg-synthetic",
+                                              "annotations-epg-synthetic")]
+    text = report_markdown(all_tables(an), plots, claims, tmp_path / "paper-tables.md", an, 3, {}, judge)
+    sections = {s.split(":")[0]: s for s in text.split("### Claim ")[1:]}
+    assert "![pareto-epg-synthetic.png](tables/pareto-epg-synthetic.png)" in sections["1"]
+    assert "pareto-iou" not in sections["1"] and "![pareto-iou-synthetic.png]" in sections["2"]
+    assert "![dilation-epg-synthetic.png]" in sections["7"] and "![annotations-epg-synthetic.png]" in sections["6"]
+    assert "| EPG | 0.5 points |" in text  # resolution: median half-width of one record's EPG interval
