@@ -75,7 +75,8 @@ def report_markdown(tables: dict[str, list[Table]], plots: list[Path], claims: l
         lines += [f"- {v}: {d}" for v, d in c.units]
         if c.reason:
             lines += ["", f"Note: {c.reason}."]
-        lines += [""] + [f"![{p.name}]({_rel(p, here)})" for p in _claim_plots(c, plots)]
+        if c.units:  # the plot that shows the checks' numbers
+            lines += [""] + [f"![{p.name}]({_rel(p, here)})" for p in _claim_plots(c, plots)]
         lines.append("")
     lines += ["## Experiments", ""]
     for exp, title in EXPERIMENT_TITLES.items():
