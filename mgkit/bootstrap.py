@@ -136,8 +136,8 @@ def _z(level: float) -> float:
 
 def headline_intervals(per_image: dict[str, np.ndarray], *, reps: int = REPS, seed: int = 0,
                        level: float = LEVEL) -> dict[str, float | None]:
-    """f1_lo/f1_hi, epg_lo/epg_hi, iou_lo/iou_hi (and iou_chosen_lo/hi) for an evaluation's per-image sums
-    (`per_image_sums`)."""
+    """f1_lo/f1_hi, epg_lo/epg_hi, iou_lo/iou_hi (and iou_chosen_lo/hi, on_object_lo/hi) for an evaluation's
+    per-image sums (`per_image_sums`)."""
     out: dict[str, float | None] = {}
     for name, (num, den) in ratio_terms(per_image).items():
         iv = ratio_interval(num, den, reps=reps, seed=seed, level=level)
@@ -153,17 +153,21 @@ def ratio_terms(per_image: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray,
            "iou": (np.asarray(per_image["iou_sum"], dtype=np.float64), pairs)}
     if per_image.get("iou_chosen_sum") is not None:
         out["iou_chosen"] = (np.asarray(per_image["iou_chosen_sum"], dtype=np.float64), pairs)
+    if per_image.get("on_object_sum") is not None:
+        out["on_object"] = (np.asarray(per_image["on_object_sum"], dtype=np.float64),
+                            np.asarray(per_image["on_object_pairs"], dtype=np.float64))
     return out
 
 
 def per_image_sums(index, logits, labels, pair_rows, pair_epg, pair_iou, pair_iou_chosen=None,
-                   threshold: float = 0.0) -> dict[str, np.ndarray]:
+                   pair_on_object=None, threshold: float = 0.0) -> dict[str, np.ndarray]:
     """The per-image sums the headline metrics are ratios of, ordered by dataset index.
 
     ``index [N]`` dataset rows of the evaluated images, ``logits``/``labels [N, K]`` (positive iff
     logit >= threshold, as `mgkit.metrics.classification_metrics`), ``pair_rows [P]`` the dataset row of
     each localised (image, class) pair with its ``pair_epg``/``pair_iou [P]`` (and ``pair_iou_chosen``, IoU
-    at a threshold chosen on another split, when given).
+    at a threshold chosen on another split, when given; ``pair_on_object``, the on-object ratio, NaN for
+    pairs without a segmentation mask).
     """
     index = np.asarray(index, dtype=np.int64)
     pred = np.asarray(logits, dtype=np.float64) >= threshold
@@ -179,10 +183,15 @@ def per_image_sums(index, logits, labels, pair_rows, pair_epg, pair_iou, pair_io
            "iou_sum": np.bincount(slot, weights=np.asarray(pair_iou, dtype=np.float64), minlength=n)}
     if pair_iou_chosen is not None:
         out["iou_chosen_sum"] = np.bincount(slot, weights=np.asarray(pair_iou_chosen, dtype=np.float64), minlength=n)
+    if pair_on_object is not None and np.isfinite(np.asarray(pair_on_object, dtype=np.float64)).any():
+        obj = np.asarray(pair_on_object, dtype=np.float64)
+        out["on_object_sum"] = np.bincount(slot, weights=np.nan_to_num(obj, nan=0.0), minlength=n)
+        out["on_object_pairs"] = np.bincount(slot, weights=np.isfinite(obj).astype(np.float64), minlength=n)
     return out
 
 
-_INT_KEYS = ("index", "tp", "fp", "fn", "pairs")
+_INT_KEYS = ("index", "tp", "fp", "fn", "pairs", "on_object_pairs")
+_OPTIONAL = ("iou_chosen_sum", "on_object_sum", "on_object_pairs")
 
 
 def encode_per_image(sums: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -199,7 +208,7 @@ def decode_per_image(section: dict[str, Any]) -> dict[str, np.ndarray]:
     """Inverse of `encode_per_image`; raises ValueError on a malformed section."""
     try:
         n = int(section["n"])
-        keys = (*_INT_KEYS, "epg_sum", "iou_sum", *(("iou_chosen_sum",) if "iou_chosen_sum" in section else ()))
+        keys = ("index", "tp", "fp", "fn", "pairs", "epg_sum", "iou_sum", *(k for k in _OPTIONAL if k in section))
         out = {k: np.frombuffer(base64.b64decode(section[k]), dtype="<i4" if k in _INT_KEYS else "<f4") for k in keys}
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"per_image section is malformed ({e})") from None

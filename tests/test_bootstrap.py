@@ -1,10 +1,12 @@
 """Bootstrap intervals: batched resampling against a brute-force loop over the same draws."""
 
+import json
+
 import numpy as np
 import pytest
 
-from mgkit.bootstrap import (align, combine_seeds, headline_intervals, paired_difference, ratio_interval,
-                             resample_indices)
+from mgkit.bootstrap import (align, combine_seeds, decode_per_image, encode_per_image, headline_intervals,
+                             paired_difference, per_image_sums, ratio_interval, resample_indices)
 
 
 def _brute(num, den, reps, seed):
@@ -71,6 +73,16 @@ def test_headline_intervals_from_counts():
     assert out["f1_lo"] <= 8 / 11 <= out["f1_hi"]  # 2*4 / (2*4 + 1 + 2)
     assert out["epg_lo"] <= 2.6 / 4 <= out["epg_hi"]
     assert set(out) == {f"{m}_{s}" for m in ("f1", "epg", "iou") for s in ("lo", "hi")}
+    # optional sums: IoU at a chosen threshold; on-object ratio over the pairs that have a mask
+    per["iou_chosen_sum"] = per["iou_sum"] * 2
+    per["on_object_sum"], per["on_object_pairs"] = np.array([0.9, 0.0, 0.7, 0.0]), np.array([1, 0, 1, 0])
+    out = headline_intervals(per, reps=100)
+    assert out["on_object_lo"] <= 0.8 <= out["on_object_hi"] and out["iou_chosen_lo"] <= 1.6 / 4 <= out["iou_chosen_hi"]
+    back = decode_per_image(json.loads(json.dumps(encode_per_image(
+        per_image_sums([2, 0, 1], -np.ones((3, 2)), np.ones((3, 2)), [0, 2, 2], [0.5, 0.25, 0.75], [0.1, 0.2, 0.3],
+                       pair_on_object=[np.nan, 0.5, 1.0])))))
+    assert list(back["pairs"]) == [1, 0, 2] and back["on_object_sum"].tolist() == [0.0, 0.0, 1.5]
+    assert back["on_object_pairs"].tolist() == [0, 0, 2] and back["fn"].tolist() == [2, 2, 2]
 
 
 def test_combine_seeds_adds_between_seed_spread():
