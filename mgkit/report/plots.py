@@ -105,15 +105,19 @@ def pareto_figure(an: Analysis, experiment: str, dataset: str, metric: str) -> F
                 ax.plot(*zip(*fr), marker=st["marker"], color=st["color"], markersize=6, linewidth=1.5,
                         markeredgecolor="black", markeredgewidth=0.5, label=st["label"], gid=f"front:{tag}",
                         zorder=5)
-                _error_bars(ax, _front_pts(pts, mkey), mkey, st["color"], f"errorbars:{tag}")
+                ex, ey = _error_bars(ax, _front_pts(pts, mkey), mkey, st["color"], f"errorbars:{tag}")
+                xs += ex  # the axes show the whole of every interval
+                ys += ey
                 if key not in seen:
                     seen.append(key)
             base = an.baseline(next(iter(groups.values()))[0])
             bx = by = None
             if base and base.get("f1") is not None and base.get(metric) is not None:
                 bx, by = 100 * base["f1"], 100 * base[metric]
-                xs.append(bx)
-                ys.append(by)
+                bpts = an.baseline_points(next(iter(groups.values()))[0])
+                (xl, xh, _), (yl, yh, _) = interval_of(bpts, "f1"), interval_of(bpts, an.metric_key(metric))
+                xs += [bx, *(100 * v for v in (xl, xh) if v is not None)]
+                ys += [by, *(100 * v for v in (yl, yh) if v is not None)]
             if not xs:
                 continue
             padx = max(1.0, 0.08 * (max(xs) - min(xs)))
@@ -126,8 +130,6 @@ def pareto_figure(an: Analysis, experiment: str, dataset: str, metric: str) -> F
                                        linewidth=0, gid="dominating"))
                 ax.add_patch(Rectangle((x0, y0), bx - x0, by - y0, color="#7f7f7f", alpha=0.18, zorder=0,
                                        linewidth=0, gid="dominated"))
-                bpts = an.baseline_points(next(iter(groups.values()))[0])
-                (xl, xh, _), (yl, yh, _) = interval_of(bpts, "f1"), interval_of(bpts, an.metric_key(metric))
                 if yl is not None or xl is not None:
                     ax.errorbar([bx], [by], xerr=None if xl is None else [[bx - 100 * xl], [100 * xh - bx]],
                                 yerr=None if yl is None else [[by - 100 * yl], [100 * yh - by]], fmt="none",
@@ -156,8 +158,9 @@ def _front_pts(points: list, key: str) -> list:
     return [by[t] for t in front(points, key)]
 
 
-def _error_bars(ax, points: list, key: str, color: str, gid: str) -> None:
-    """95 % intervals of F1 (horizontal) and `key` (vertical) for points whose records carry them."""
+def _error_bars(ax, points: list, key: str, color: str, gid: str) -> tuple[list[float], list[float]]:
+    """95 % intervals of F1 (horizontal) and `key` (vertical) for points whose records carry them;
+    returns the bars' x and y ends (in %), for the axis limits."""
     rows = []
     for p in points:
         x, y = p.m("f1"), p.m(key)
@@ -166,10 +169,12 @@ def _error_bars(ax, points: list, key: str, color: str, gid: str) -> None:
             continue
         rows.append((x, y, x - (xl if xl is not None else x), (xh if xh is not None else x) - x,
                      y - (yl if yl is not None else y), (yh if yh is not None else y) - y))
-    if rows:
-        a = 100 * np.asarray(rows)
-        ax.errorbar(a[:, 0], a[:, 1], xerr=a[:, 2:4].T, yerr=a[:, 4:6].T, fmt="none", ecolor=color, elinewidth=0.8,
-                    capsize=2, alpha=0.7, zorder=4, label=f"_{gid}")
+    if not rows:
+        return [], []
+    a = 100 * np.asarray(rows)
+    ax.errorbar(a[:, 0], a[:, 1], xerr=a[:, 2:4].T, yerr=a[:, 4:6].T, fmt="none", ecolor=color, elinewidth=0.8,
+                capsize=2, alpha=0.7, zorder=4, label=f"_{gid}")
+    return [*(a[:, 0] - a[:, 2]), *(a[:, 0] + a[:, 3])], [*(a[:, 1] - a[:, 4]), *(a[:, 1] + a[:, 5])]
 
 
 def save_figure(fig: Figure, stem: Path) -> list[Path]:
