@@ -392,7 +392,9 @@ class LocalizationAccumulator:
     def pair_iou(self, threshold: float) -> Tensor:
         """Per-pair IoU at a tracked threshold (e.g. one chosen on another split), in the order of `per_pair`."""
         k = self.thresholds.index(self._match(threshold))
-        return torch.cat([s[:, k] for s in self._sweeps]).double() if self._sweeps else torch.zeros(0, dtype=torch.float64)
+        if not self._sweeps:
+            return torch.zeros(0, dtype=torch.float64)
+        return torch.cat([s[:, k] for s in self._sweeps]).double()
 
     def result(self, iou_threshold: float | None = None) -> dict:
         """Averages over all pairs so far; IoU values at ``iou_threshold`` (default: the fixed one)."""

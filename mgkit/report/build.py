@@ -122,7 +122,8 @@ def _timing_lines(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
             try:
                 rec = json.loads(line)
             except ValueError:
-                raise UsageError(f"--timings {p}: line {i} is not JSON (expected bench_train.py --json lines)") from None
+                raise UsageError(f"--timings {p}: line {i} is not JSON (expected bench_train.py --json lines)"
+                                 ) from None
             if not isinstance(rec, dict) or "config" not in rec or "step_s" not in rec:
                 raise UsageError(f"--timings {p}: line {i} has no config/step_s fields")
             out.append(rec)
@@ -158,7 +159,7 @@ def build(paths: Iterable[str | Path], out: str | Path, report: str | Path | Non
         plot_files = all_plots(an, out)
         written += plot_files
         log(f"plots: {len(plot_files)} file(s)", quiet=quiet)
-    claims, judge = all_claims(an, tables, timing)
+    claims, judge = all_claims(an, timing)
     text = report_markdown(tables, plot_files, claims, report, an, len(sources), skipped, judge)
     text = text.replace("{dir}", _rel(out, report.parent))
     write_text_atomic(report, text)

@@ -28,7 +28,7 @@ from mgkit.bootstrap import align, combine_seeds, decode_per_image, paired_diffe
 from mgkit.report.analysis import (Analysis, best_point, config_key, config_sort, front, group_rows, loss_sort,
                                    setting_of)
 from mgkit.report.records import Point
-from mgkit.report.tables import Table, shift_values
+from mgkit.report.tables import shift_values
 
 NAMES = {"epg": "EPG", "iou": "IoU", "f1": "F1", "on_object": "on-object", "worst": "worst-group",
          "overall": "overall"}
@@ -354,7 +354,8 @@ def claim4(j: Judge) -> Claim:
             d = a.minus(b)
             c.add(verdict_above(d, 0.0), f"{ds} best EPG {hi_f} {a.text()} − {lo_f} {b.text()} = {d.text()}")
     if not c.units:
-        c.reason = "needs input-layer results for B-cos and at least one other model family, each with its own attribution"
+        c.reason = ("needs input-layer results for B-cos and at least one other model family, each with its own "
+                    "attribution")
     return c.decide()
 
 
@@ -383,7 +384,8 @@ def claim5(j: Judge) -> Claim:
                       key=lambda p: an.value(p, "epg"), default=None)
             if top is not None:
                 d = j.diff(bf1_pt or bf1, top, "f1", a_num=bf1)
-                costs.append((verdict_above(d, 0.01), f"{_name(ck)}: highest-EPG model ({top.loss}) F1 cost {d.text()}"))
+                costs.append((verdict_above(d, 0.01),
+                              f"{_name(ck)}: highest-EPG model ({top.loss}) F1 cost {d.text()}"))
             if (ck[2], ck[4]) not in (("xdnn", "input"), ("xdnn", "final"), ("vanilla", "final")):
                 continue
             bases = {m: j.base(pts[0], m) for m in ("epg", "iou")}
@@ -567,7 +569,8 @@ def claim9(j: Judge, timings: dict[tuple[str, str], list[float]] | None = None) 
         c.reason = ("speed not measured: no benchmark timings given (`mgkit tables --timings FILE`; epoch times "
                     "of runs sharing the machine are not used)")
     if not c.units:
-        c.reason = "no guidance-depth results (mid2/mid3 guidance evaluated at the input, with input guidance); " + c.reason
+        c.reason = ("no guidance-depth results (mid2/mid3 guidance evaluated at the input, with input guidance); "
+                    + c.reason)
     return c.decide()
 
 
@@ -658,8 +661,7 @@ def claim11(j: Judge) -> Claim:
     return c.decide()
 
 
-def all_claims(an: Analysis, tables: dict[str, list[Table]] | None = None,
-               timings: dict[tuple[str, str], list[float]] | None = None) -> tuple[list[Claim], Judge]:
+def all_claims(an: Analysis, timings: dict[tuple[str, str], list[float]] | None = None) -> tuple[list[Claim], Judge]:
     """Every claim, judged from the analysis' points (never from rendered tables), and the judge with the
     differences it made (for the report's resolution line)."""
     j = Judge(an)

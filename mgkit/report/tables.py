@@ -277,7 +277,8 @@ def shift_tables(an: Analysis) -> list[Table]:
         csv_keys = ["dataset", "split", "model", "loss", "layer"]
         for s in settings:
             ab = {"conventional": "Conv.", "reversed": "Rev."}.get(s, s)
-            cols += [Column(f"{ab} worst", (f"{s}_worst_mean", f"{s}_worst_std", f"{s}_worst_lo", f"{s}_worst_hi"), "msd"),
+            cols += [Column(f"{ab} worst", (f"{s}_worst_mean", f"{s}_worst_std", f"{s}_worst_lo", f"{s}_worst_hi"),
+                            "msd"),
                      Column(f"{ab} overall", (f"{s}_overall_mean", f"{s}_overall_std", f"{s}_overall_lo",
                                               f"{s}_overall_hi"), "msd"),
                      Column(f"{ab} n", (f"{s}_n",), "text")]
@@ -299,4 +300,5 @@ def all_tables(an: Analysis) -> dict[str, list[Table]]:
 
 def pct_keys_for(t: Table) -> set[str]:
     """CSV fields printed as percentages (metrics are fractions in records); counts and seconds are not."""
-    return {k for k in t.csv_keys if k.startswith("base_") or "_at_" in k or k.endswith(("_mean", "_std", "_lo", "_hi"))}
+    return {k for k in t.csv_keys
+            if k.startswith("base_") or "_at_" in k or k.endswith(("_mean", "_std", "_lo", "_hi"))}
