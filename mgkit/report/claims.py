@@ -402,7 +402,7 @@ def claim5(j: Judge) -> Claim:
             vl = [verdict_above(d, 0.0) for _, d in dl]
             loc = HOLDS if HOLDS in vl else FAILS if vl and all(v == FAILS for v in vl) else UNCLEAR
             c.add(all_of([verdict_above(df1, F1_GAIN), loc]),
-                  f"{_name(ck)}: {w.loss} λ {w.lam:g}: F1 gain {df1.text()}, "
+                  f"{_name(ck)}: {w.loss} λ {'—' if w.lam is None else f'{w.lam:g}'}: F1 gain {df1.text()}, "
                   + ", ".join(f"{NAMES[m]} gain {d.text()}" for m, d in dl))
     if costs:
         vs = [v for v, _ in costs]
