@@ -142,7 +142,35 @@ def headline_intervals(per_image: dict[str, np.ndarray], *, reps: int = REPS, se
     for name, (num, den) in ratio_terms(per_image).items():
         iv = ratio_interval(num, den, reps=reps, seed=seed, level=level)
         out[f"{name}_lo"], out[f"{name}_hi"] = (None, None) if iv is None else (iv.lo, iv.hi)
+    if per_image.get("group") is not None and len(per_image["group"]):
+        for name, iv in group_intervals(per_image["correct"], per_image["group"], reps=reps, seed=seed,
+                                        level=level).items():
+            out[f"{name}_lo"], out[f"{name}_hi"] = iv.lo, iv.hi
     return out
+
+
+def group_accuracies(weights: np.ndarray, correct: np.ndarray, groups: np.ndarray) -> dict[str, np.ndarray]:
+    """worst_group, mean_group, overall accuracy per row of image weights [R, N] (as
+    `mgkit.metrics.group_metrics`: groups without images are left out of the worst and the mean)."""
+    onehot = np.eye(int(groups.max()) + 1)[groups]  # [N, G]
+    hit, n = weights @ (onehot * correct[:, None]), weights @ onehot
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = np.where(n > 0, hit / np.where(n > 0, n, 1.0), np.nan)
+        return {"worst_group": np.nanmin(acc, 1), "mean_group": np.nanmean(acc, 1),
+                "overall": (weights @ correct) / weights.sum(1)}
+
+
+def group_intervals(correct, groups, *, reps: int = REPS, seed: int = 0, level: float = LEVEL
+                    ) -> dict[str, Interval]:
+    """Bootstrap intervals over images of worst-group, mean-group and overall accuracy."""
+    correct, groups = np.asarray(correct, dtype=np.float64), np.asarray(groups, dtype=np.int64)
+    n = len(correct)
+    point = {k: float(v[0]) for k, v in group_accuracies(np.ones((1, n)), correct, groups).items()}
+    stats: dict[str, list[np.ndarray]] = {k: [] for k in point}
+    for idx in resample_indices(n, reps, seed):
+        for k, v in group_accuracies(_weights(idx, n), correct, groups).items():
+            stats[k].append(v)
+    return {k: Interval(point[k], *_percentiles(np.concatenate(stats[k]), level), level) for k in point}
 
 
 def ratio_terms(per_image: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -160,14 +188,15 @@ def ratio_terms(per_image: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray,
 
 
 def per_image_sums(index, logits, labels, pair_rows, pair_epg, pair_iou, pair_iou_chosen=None,
-                   pair_on_object=None, threshold: float = 0.0) -> dict[str, np.ndarray]:
+                   pair_on_object=None, groups=None, threshold: float = 0.0) -> dict[str, np.ndarray]:
     """The per-image sums the headline metrics are ratios of, ordered by dataset index.
 
     ``index [N]`` dataset rows of the evaluated images, ``logits``/``labels [N, K]`` (positive iff
     logit >= threshold, as `mgkit.metrics.classification_metrics`), ``pair_rows [P]`` the dataset row of
     each localised (image, class) pair with its ``pair_epg``/``pair_iou [P]`` (and ``pair_iou_chosen``, IoU
     at a threshold chosen on another split, when given; ``pair_on_object``, the on-object ratio, NaN for
-    pairs without a segmentation mask).
+    pairs without a segmentation mask). With ``groups [N]`` (Waterbirds-style group ids) it also keeps
+    each image's group and whether its argmax prediction is its argmax label (group accuracy).
     """
     index = np.asarray(index, dtype=np.int64)
     pred = np.asarray(logits, dtype=np.float64) >= threshold
@@ -183,6 +212,10 @@ def per_image_sums(index, logits, labels, pair_rows, pair_epg, pair_iou, pair_io
            "iou_sum": np.bincount(slot, weights=np.asarray(pair_iou, dtype=np.float64), minlength=n)}
     if pair_iou_chosen is not None:
         out["iou_chosen_sum"] = np.bincount(slot, weights=np.asarray(pair_iou_chosen, dtype=np.float64), minlength=n)
+    if groups is not None:
+        scores, truth = np.asarray(logits, dtype=np.float64), np.asarray(labels, dtype=np.float64)
+        out["group"] = np.asarray(groups, dtype=np.int64)[order]
+        out["correct"] = (scores.argmax(1) == truth.argmax(1)).astype(np.int64)[order]
     if pair_on_object is not None and np.isfinite(np.asarray(pair_on_object, dtype=np.float64)).any():
         obj = np.asarray(pair_on_object, dtype=np.float64)
         out["on_object_sum"] = np.bincount(slot, weights=np.nan_to_num(obj, nan=0.0), minlength=n)
@@ -190,8 +223,8 @@ def per_image_sums(index, logits, labels, pair_rows, pair_epg, pair_iou, pair_io
     return out
 
 
-_INT_KEYS = ("index", "tp", "fp", "fn", "pairs", "on_object_pairs")
-_OPTIONAL = ("iou_chosen_sum", "on_object_sum", "on_object_pairs")
+_INT_KEYS = ("index", "tp", "fp", "fn", "pairs", "on_object_pairs", "group", "correct")
+_OPTIONAL = ("iou_chosen_sum", "on_object_sum", "on_object_pairs", "group", "correct")
 
 
 def encode_per_image(sums: dict[str, np.ndarray]) -> dict[str, Any]:

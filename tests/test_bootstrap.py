@@ -92,3 +92,27 @@ def test_combine_seeds_adds_between_seed_spread():
     assert iv.half_width == pytest.approx(1.959964 * np.sqrt(se_test ** 2 + std ** 2 / 2), rel=1e-5)
     one = combine_seeds([0.5], [0.45], [0.55])
     assert one[1] is None and (one[2].lo, one[2].hi) == pytest.approx((0.45, 0.55))
+
+
+def test_group_intervals_match_a_loop_and_the_metric():
+    import torch
+
+    from mgkit.bootstrap import group_intervals
+    from mgkit.metrics import group_metrics
+
+    rng = np.random.default_rng(4)
+    groups = rng.integers(0, 4, 50)
+    correct = (rng.random(50) < np.array([0.9, 0.5, 0.7, 0.8])[groups]).astype(float)
+    iv = group_intervals(correct, groups, reps=150, seed=2)
+    ref = group_metrics(torch.tensor(correct.astype(int)), torch.ones(50, dtype=torch.long), torch.tensor(groups),
+                        ["a", "b", "c", "d"])
+    assert iv["worst_group"].value == pytest.approx(ref["worst_group"])
+    assert iv["mean_group"].value == pytest.approx(ref["mean_group"])
+    assert iv["overall"].value == pytest.approx(ref["overall"])
+    worst = []
+    for chunk in resample_indices(50, 150, 2):
+        for idx in chunk:
+            accs = [correct[idx][groups[idx] == g].mean() for g in range(4) if (groups[idx] == g).any()]
+            worst.append(min(accs))
+    assert (iv["worst_group"].lo, iv["worst_group"].hi) == pytest.approx(
+        (np.quantile(worst, 0.025), np.quantile(worst, 0.975)))

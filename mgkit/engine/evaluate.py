@@ -79,7 +79,7 @@ def evaluate(model, loader, *, device: torch.device, attribution: str, layer: st
     out["per_image"] = per_image_sums(torch.cat(all_index), logits, labels, torch.cat(pair_rows),
                                       pairs.get("epg", torch.zeros(0)), pairs.get("iou", torch.zeros(0)),
                                       None if chosen_threshold is None else acc.pair_iou(chosen_threshold),
-                                      pairs.get("on_object"))
+                                      pairs.get("on_object"), torch.cat(all_groups) if all_groups else None)
     if all_groups and group_names:
         out["groups"] = group_metrics(logits.argmax(1), labels.argmax(1), torch.cat(all_groups), group_names)
     return out

@@ -73,17 +73,24 @@ def interval_of(points: list, key: str) -> tuple[float | None, float | None, flo
     """(lo, hi, std over seeds) of `key` for one point (its bootstrap interval) or several (seeds: the mean's
     interval from `mgkit.bootstrap.combine_seeds` when every point has one; else the spread's t interval)."""
     vals = [p.m(key) for p in points if p.m(key) is not None]
-    ivs = [(p.m(f"{key}_lo"), p.m(f"{key}_hi")) for p in points if p.m(key) is not None]
     if not vals:
         return None, None, None
-    if len(vals) == 1:
-        return ivs[0][0], ivs[0][1], None
-    if all(lo is not None and hi is not None for lo, hi in ivs):
-        _, sd, iv = combine_seeds(vals, [a for a, _ in ivs], [b for _, b in ivs])
-        return iv.lo, iv.hi, sd
-    sd = std_or_none(vals)
-    lo, hi = t_interval(vals)
+    _, sd, lo, hi = over_seeds(vals, [p.m(f"{key}_lo") for p in points if p.m(key) is not None],
+                               [p.m(f"{key}_hi") for p in points if p.m(key) is not None])
     return lo, hi, sd
+
+
+def over_seeds(vals: list[float], los: list[float | None], his: list[float | None]
+               ) -> tuple[float, float | None, float | None, float | None]:
+    """(mean, std, lo, hi) over seeds: one value keeps its own interval; several combine their test-set
+    intervals with the spread (`combine_seeds`) when each has one, else the spread's t interval."""
+    if len(vals) == 1:
+        return vals[0], None, los[0], his[0]
+    if all(lo is not None and hi is not None for lo, hi in zip(los, his)):
+        mean, sd, iv = combine_seeds(vals, los, his)
+        return mean, sd, iv.lo, iv.hi
+    lo, hi = t_interval(vals)
+    return sum(vals) / len(vals), std_or_none(vals), lo, hi
 
 
 def t_interval(vals: list[float]) -> tuple[float | None, float | None]:
@@ -269,8 +276,9 @@ def shift_tables(an: Analysis) -> list[Table]:
                 row.update({f"{s}_worst_mean": mean_or_none(w), f"{s}_worst_std": std_or_none(w),
                             f"{s}_overall_mean": mean_or_none(o), f"{s}_overall_std": std_or_none(o),
                             f"{s}_n": len(pts)})
+                okey = "overall" if all(p.m("overall") is not None for p in pts) else "accuracy"
                 (row[f"{s}_worst_lo"], row[f"{s}_worst_hi"]), (row[f"{s}_overall_lo"], row[f"{s}_overall_hi"]) = (
-                    t_interval(w), t_interval(o))
+                    interval_of(pts, "worst_group")[:2], interval_of(pts, okey)[:2])
             rows.append(row)
         cols = [Column("model", ("model",), "text"), Column("loss", ("loss",), "text"),
                 Column("layer", ("layer",), "text")]
@@ -284,7 +292,9 @@ def shift_tables(an: Analysis) -> list[Table]:
                      Column(f"{ab} n", (f"{s}_n",), "text")]
             csv_keys += [f"{s}_{m}_{a}" for m in ("worst", "overall") for a in ("mean", "std", "lo", "hi")] + [f"{s}_n"]
         notes = [f"Split: {split}. Accuracy in %, mean (±sample std, shown from 2 records) over the records (seeds) "
-                 "and the mean's 95 % t interval [lo, hi] from that spread; n = records. "
+                 "and a 95 % interval [lo, hi]: one record's bootstrap interval over test images, over several "
+                 "seeds both sources combined (or the t interval of the spread when records have none); "
+                 "n = records. "
                  "Worst = metrics.worst_group, overall = metrics.overall (else metrics.accuracy)."]
         tables.append(Table(f"shift-{dataset}-{split}", f"{_LABELS['shift']} — {dataset}, {split} (Table 1 layout)",
                             cols, rows, csv_keys, notes))

@@ -125,6 +125,9 @@ def test_shift_groups(runs, tiny_birds):
     assert rec["metrics"]["worst_group"] == pytest.approx(min(accs))
     assert rec["metrics"]["mean_group"] == pytest.approx(sum(accs) / len(accs))
     assert rec["group_gap"] == pytest.approx(rec["metrics"]["mean_group"] - rec["metrics"]["worst_group"])
+    m = rec["splits"]["test"]  # intervals over test images (mgkit.bootstrap.group_intervals)
+    for k in ("worst_group", "mean_group", "overall"):
+        assert m[f"{k}_lo"] <= m[k] <= m[f"{k}_hi"]
 
 
 @pytest.mark.parametrize("args,code,message", [

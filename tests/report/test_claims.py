@@ -236,3 +236,13 @@ def test_nothing_measured():
     c = claims([])
     assert {x.status for x in c.values()} == {"not measured"}
     assert all(x.reason for x in c.values())
+
+
+def test_claim10_one_seed_decided_by_its_test_set_intervals():
+    recs = _shift([0.40], [0.56], [0.50])
+    for r in recs:
+        m = r["splits"]["test"]
+        m.update(worst_group_lo=m["worst_group"] - 0.02, worst_group_hi=m["worst_group"] + 0.02,
+                 overall_lo=m["overall"] - 0.02, overall_hi=m["overall"] + 0.02)
+    c = claims(recs)[10]
+    assert c.status == "supported" and "energy 56.0 [54.0, 58.0] − baseline 40.0 [38.0, 42.0]" in c.units[0][1]
