@@ -246,3 +246,18 @@ def test_claim10_one_seed_decided_by_its_test_set_intervals():
                  overall_lo=m["overall"] - 0.02, overall_hi=m["overall"] + 0.02)
     c = claims(recs)[10]
     assert c.status == "supported" and "energy 56.0 [54.0, 58.0] − baseline 40.0 [38.0, 42.0]" in c.units[0][1]
+
+
+@pytest.mark.parametrize("l1_iou, status", [(0.40, "supported"), (0.05, "contradicted"), (0.105, "inconclusive")])
+def test_claim2_l1_iou_front(l1_iou, status):
+    recs = [record(V, None, "final", f1=0.70, epg=0.3, iou=0.05, ci=0.01),
+            record(V, "l1", "final", f1=0.69, epg=0.3, iou=l1_iou, ci=0.01),
+            record(V, "energy", "final", f1=0.69, epg=0.5, iou=0.10, ci=0.01)]
+    assert claims(recs)[2].status == status
+
+
+def test_claim8_within_noise_is_inconclusive():
+    recs = [record(B, None, f1=0.8, epg=0.4, ci=0.01),
+            record(B, "energy", f1=0.8, epg=0.6, on_object=0.70, ci=0.02, experiment="segmentation"),
+            record(B, "l1", f1=0.8, epg=0.5, on_object=0.69, ci=0.02, experiment="segmentation")]
+    assert claims(recs)[8].status == "inconclusive"
