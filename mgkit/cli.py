@@ -608,7 +608,7 @@ MapsOpt = typer.Option("raw", "--maps", help="raw: maps as the metrics define th
 EvalSeedOpt = typer.Option(0, "--seed", min=0, help="Seed (recorded; evaluation itself is deterministic).")
 EvalDeviceOpt = typer.Option("auto", "--device", help="auto | cpu | cuda | mps.")
 EvalBatchOpt2 = typer.Option(64, "--eval-batch-size", min=1, help="Images per batch.")
-EvalWorkersOpt = typer.Option(0, "--workers", min=0, help="DataLoader worker processes.")
+EvalWorkersOpt = typer.Option(None, "--workers", min=0, help="DataLoader worker processes (default: 0 on the CPU, up to 8 on CUDA).")
 EvalAmpOpt = typer.Option("none", "--amp", help="none | bf16: bf16 autocast for forward and attribution (CUDA, or a CPU with AMX / AVX-512 BF16, where it is about 1.5x as fast); maps and metrics stay float32, numbers may differ in the 2nd-3rd decimal.")
 EvalIouOpt = typer.Option(0.5, "--iou-threshold", help="Fixed IoU threshold on min-max normalised maps.")
 IgStepsOpt = typer.Option(16, "--ig-steps", min=1, help="Riemann steps of IntGrad on non-X-DNN models.")
@@ -627,7 +627,7 @@ def evaluate_cmd(
     pareto: Optional[list[Path]] = typer.Option(None, "--pareto", help="Guided run directories: evaluate every Pareto checkpoint and write the merged front."),
     experiment: Optional[str] = ExperimentOpt, out: Optional[Path] = EvalOutOpt,
     seed: int = EvalSeedOpt, device: str = EvalDeviceOpt, eval_batch_size: int = EvalBatchOpt2,
-    workers: int = EvalWorkersOpt, amp: str = EvalAmpOpt, iou_threshold: float = EvalIouOpt, ig_steps: int = IgStepsOpt,
+    workers: Optional[int] = EvalWorkersOpt, amp: str = EvalAmpOpt, iou_threshold: float = EvalIouOpt, ig_steps: int = IgStepsOpt,
     quiet: bool = QuietOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Score a checkpoint on a split: F1, mAP, EPG, IoU (fixed and chosen threshold), per class and box size.
@@ -664,7 +664,7 @@ def shift_cmd(
     attribution: Optional[str] = EvalAttributionOpt, layer: Optional[str] = EvalLayerOpt2, maps: str = MapsOpt,
     experiment: Optional[str] = ExperimentOpt, out: Optional[Path] = EvalOutOpt,
     seed: int = EvalSeedOpt, device: str = EvalDeviceOpt, eval_batch_size: int = EvalBatchOpt2,
-    workers: int = EvalWorkersOpt, amp: str = EvalAmpOpt, ig_steps: int = IgStepsOpt,
+    workers: Optional[int] = EvalWorkersOpt, amp: str = EvalAmpOpt, ig_steps: int = IgStepsOpt,
     quiet: bool = QuietOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Robustness to a spurious cue: per-group and worst-group accuracy (data with groups), and test vs

@@ -7,6 +7,7 @@ scored on the evaluated split, and the non-dominated set of that merged pool.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ import torch
 from mgkit import results
 from mgkit.attribution import METHODS, PostProcess, evaluation_maps, post_process
 from mgkit.data.format import open_dataset
-from mgkit.data.loader import H5Split, make_loader
+from mgkit.data.loader import H5Split, default_workers, make_loader
 from mgkit.engine.checkpoint import CheckpointInfo, data_fingerprint, model_from_checkpoint
 from mgkit.engine.distributed import DistEnv, pick_device
 from mgkit.engine.evaluate import evaluate, result_sections
@@ -48,7 +49,7 @@ class EvalOptions:
     seed: int = 0
     device: str = "auto"
     eval_batch_size: int = 64
-    workers: int = 0
+    workers: int | None = None  # None: loader.default_workers for the device
     amp: str = "none"
     iou_threshold: float = 0.5
     ig_steps: int = 16
@@ -163,6 +164,8 @@ class Evaluator:
         if opts.threshold_split is not None:
             self.ctx.require(opts.threshold_split, "--threshold-split")
         self.device = pick_device(opts.device, DistEnv())
+        if opts.workers is None:
+            self.opts = opts = dataclasses.replace(opts, workers=default_workers(self.device))
         if opts.amp == "bf16" and self.device.type not in ("cuda", "cpu"):
             raise UsageError(f"--amp bf16 needs a CUDA device or the CPU, not {self.device.type}")
 

@@ -5,6 +5,7 @@ torchvision way: `setup` (processes, data checks, model, resume), `train_one_epo
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from mgkit import results
 from mgkit.artifacts import file_sha256, provenance, write_json_atomic
 from mgkit.config import RunConfig, config_from_dict, resolve, save_yaml
 from mgkit.data.format import open_dataset
-from mgkit.data.loader import H5Split, make_loader
+from mgkit.data.loader import H5Split, default_workers, make_loader
 from mgkit.engine import distributed as D
 from mgkit.engine.checkpoint import (check_compatible, data_fingerprint, load_checkpoint, non_finite_tensors,
                                      save_checkpoint, set_rng_state)
@@ -138,6 +139,8 @@ def setup(cfg: RunConfig, env: D.DistEnv, restart: bool) -> Trainer:
     if parent is not None:
         model.net.load_state_dict(parent["model"])
     device = D.pick_device(cfg.device, env)
+    if cfg.workers is None:  # resolved here so that config.yaml and the checkpoints record the number used
+        cfg = dataclasses.replace(cfg, workers=default_workers(device))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     if cfg.amp == "bf16" and device.type != "cuda":
@@ -333,7 +336,7 @@ def _fit(cfg: RunConfig, env: D.DistEnv, restart: bool) -> dict[str, Any]:
     train_loader = make_loader(H5Split(cfg.data, "train"), local_batch, shuffle=True, seed=cfg.seed,
                                workers=cfg.workers, rank=env.rank, world=env.world, pin=t.device.type == "cuda")
     val_loader = make_loader(H5Split(cfg.data, "val", segmentation=True), cfg.eval_batch_size, shuffle=False,
-                             seed=cfg.seed, workers=cfg.workers) if env.is_main else None
+                             seed=cfg.seed, workers=cfg.workers, pin=t.device.type == "cuda") if env.is_main else None
     with Reporter(quiet=t.quiet) as rep:
         if env.is_main and cfg.stage == "guide" and t.start_epoch == 1:
             start = run_validation(t, val_loader, 0, rep)

@@ -53,6 +53,7 @@ def test_evaluate_record_with_threshold_protocol_and_baseline(runs, tiny_data, t
     # the chosen threshold is the argmax of the val sweep, and iou_chosen is test IoU at it
     val = Evaluator(EvalOptions(data=str(tiny_data), split="val", threshold_split="val", attribution="ixg",
                                 layer="final", quiet=True, device="cpu"))
+    assert val.opts.workers == 0  # no workers given: loader.default_workers of the CPU
     model, info = val.load(runs["g"])
     vsec = val.sections(model, info)
     sweep = vsec["iou_sweep"]
