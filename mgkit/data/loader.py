@@ -88,13 +88,16 @@ class H5Split(Dataset):
             self.groups = g["groups"][:].astype(np.int64) if "groups" in g else None
             self.has_seg = g["has_segmentation"][:] if "segmentation" in g and segmentation else None
         self._h5: h5py.File | None = None
+        self._h5_pid = 0  # the process that opened _h5
 
     def __len__(self) -> int:
         return self.n
 
     def _file(self) -> h5py.File:
-        if self._h5 is None:
-            self._h5 = h5py.File(self.path, "r")
+        # A forked worker inherits the parent's handle if the parent read before forking; HDF5 state must
+        # not be shared across a fork, so each process opens its own.
+        if self._h5 is None or self._h5_pid != os.getpid():
+            self._h5, self._h5_pid = h5py.File(self.path, "r"), os.getpid()
         return self._h5
 
     def __getstate__(self) -> dict:

@@ -105,6 +105,16 @@ def test_a_worker_process_reads_the_same_batches(data):
             assert (x is None and y is None) or torch.equal(x, y), name
 
 
+def test_each_process_opens_its_own_handle(data, monkeypatch):
+    ds = H5Split(data, "train")
+    ds[[0]]
+    first = ds._file()
+    assert ds._file() is first
+    monkeypatch.setattr("os.getpid", lambda: -1)  # as in a worker forked after the parent read
+    assert ds._file() is not first and first.id.valid
+    assert torch.equal(ds[[3, 1]].images, H5Split(data, "train")[[3, 1]].images)
+
+
 def test_read_rows_any_order_repeats_and_layout(tmp_path):
     """Unsorted rows with repeats, on the format's layout and on chunked, compressed ones."""
     values = np.random.default_rng(0).integers(0, 256, (11, 5, 4, 3), dtype=np.uint8)
