@@ -124,9 +124,16 @@ def build(paths: Iterable[str | Path], out: str | Path, report: str | Path | Non
     write_text_atomic(report, text)
     written.append(report)
     log(f"wrote {report}", quiet=quiet)
+    for t in tables["paper"]:  # the paper's stated numbers beside ours, also on the terminal
+        log(f"{t.title}:", quiet=quiet)
+        for r in t.rows:
+            ours = f"ours {r['ours_text']} ({r['diff_text']})" if r["ours_text"] else "ours not measured"
+            log(f"  {r['quantity']}: paper {r['paper_text']}, {ours}", quiet=quiet)
     return {
         "report": str(report), "out": str(out), "files": [str(p) for p in written], "records": len(sources),
         "points": len(points), "split": split, "iou_metric": an.iou_key,
         "experiments": {e: [t.name for t in ts] for e, ts in tables.items()},
         "claims": [c.as_dict() for c in claims],
+        "paper": [{k: r[k] for k in ("dataset", "key", "paper", "ours", "diff", "n", "source")}
+                  for t in tables["paper"] for r in t.rows],
     }

@@ -74,7 +74,9 @@ def test_tables_only_for_real_data(tmp_path, analysis):
 
 def test_tables_command_writes_the_comparison(tmp_path):
     write(tmp_path / "res" / "voc.json", voc_records())
-    build([tmp_path / "res"], tmp_path / "out" / "tables", quiet=True, plots=False)
+    summary = build([tmp_path / "res"], tmp_path / "out" / "tables", quiet=True, plots=False)
+    best = next(r for r in summary["paper"] if r["key"] == "r4.bcos.input.energy.best_epg")
+    assert (best["paper"], best["ours"], best["n"]) == (0.717, 0.75, 2)
     with open(tmp_path / "out" / "tables" / "paper-voc.csv") as f:
         rows = {r["key"]: r for r in csv.DictReader(f)}
     assert rows["r4.bcos.input.energy.best_epg"]["paper"] == "0.717"
@@ -90,3 +92,15 @@ def test_every_number_is_sourced_and_claims_can_cite_them():
     assert cite(1) == []
     text = describe(cite(6))
     assert "+23.0 (ΔF1 -0.3) [P §5.4]" in text and "+1.4 (ΔF1 -2.5)" in text
+
+
+def test_tables_command_prints_the_comparison(tmp_path):
+    from typer.testing import CliRunner
+
+    from mgkit.cli import app
+
+    write(tmp_path / "res" / "voc.json", voc_records())
+    r = CliRunner().invoke(app, ["tables", str(tmp_path / "res"), "--out", str(tmp_path / "out"), "--no-plots"])
+    assert r.exit_code == 0, r.output
+    assert "best EPG, B-cos, input, Energy: paper 71.7 (F1 79.4), ours 75.0 (F1 77.0) (+3.3)" in r.output
+    assert "best EPG, Vanilla (IxG), input: paper 55.8 (F1 69.0), ours not measured" in r.output
