@@ -664,7 +664,7 @@ def evaluate_cmd(
     threshold_split: str = typer.Option("val", "--threshold-split", help="Split on which the IoU threshold is chosen (paper protocol); none: no chosen threshold."),
     attribution: Optional[str] = EvalAttributionOpt, layer: Optional[str] = EvalLayerOpt2, maps: str = MapsOpt,
     baseline: Optional[Path] = BaselineOpt,
-    pareto: Optional[list[Path]] = typer.Option(None, "--pareto", help="Guided run directories: evaluate every Pareto checkpoint and write the merged front."),
+    pareto: Optional[list[Path]] = typer.Option(None, "--pareto", help="Guided run directories (the λ runs of one configuration): their validation Pareto fronts merged into one on validation metrics, and that set evaluated."),
     experiment: Optional[str] = ExperimentOpt, out: Optional[Path] = EvalOutOpt,
     seed: int = EvalSeedOpt, device: str = EvalDeviceOpt, eval_batch_size: int = EvalBatchOpt2,
     workers: int = EvalWorkersOpt, amp: str = EvalAmpOpt, iou_threshold: float = EvalIouOpt, ig_steps: int = IgStepsOpt,
