@@ -13,7 +13,7 @@ How "ours" is read for each kind of number (`PaperNumber.kind`):
   with that F1 gain (R6: "a guided model beating the baseline in both metrics");
 * gain: the largest metric gain over the baseline in the limited-annotations experiment at the stated
   fraction, with the F1 change at it (R7: "up to +23.0 p.p. EPG at -0.3 p.p. F1");
-* speedup: seconds per epoch guided at the input over guided at the stated layer (R9);
+* speedup: mean seconds per epoch guided at the input over guided at the stated layer, same loss (R9);
 * table1: Waterbirds-100 accuracy, mean (std) over seeds, per setting and loss (Table 1).
 """
 
@@ -81,7 +81,7 @@ NUMBERS: tuple[PaperNumber, ...] = (
     _n("r7.bcos.input.1pct.iou_gain", "gain", "1 % boxes: largest IoU gain, B-cos input", 0.014,
        "[P §5.4]; paper spec §7.2", at=-0.025, family="bcos", layer="input", metric="iou", bbox_frac=0.01, claim=6),
     _n("r9.bcos.mid2.speedup", "speedup", "training speed-up, B-cos guided at mid2 vs input", 1.7,
-       "[P §5.4]; paper spec §7.5", family="bcos", layer="mid2", claim=9),
+       "[P §5.4]; paper spec §7.5", family="bcos", layer="mid2", loss="energy", claim=9),
     *(_n(f"table1.{setting}.{loss or 'baseline'}.{metric}", "table1",
          f"Waterbirds-100 {setting}, {loss or 'baseline'}: {'worst-group' if metric == 'worst_group' else 'overall'} "
          "accuracy", value, _T1, std=std, dataset="waterbirds", family="bcos", loss=loss, metric=metric,
@@ -156,7 +156,8 @@ def _ours(an: Analysis, dataset: str, n: PaperNumber) -> tuple[float | None, flo
         return (*max(g), None, len(g)) if g else (None, None, None, 0)
     if n.kind == "speedup":
         pts = [p for p in an.points if p.experiment in ("depth", "main") and not p.is_baseline
-               and paper_dataset(p) == dataset and p.family == n.family and p.seconds_per_epoch]
+               and paper_dataset(p) == dataset and p.family == n.family and p.loss == n.loss
+               and p.seconds_per_epoch]
         at_input = mean_or_none(p.seconds_per_epoch for p in pts if p.glayer == "input")
         at_layer = mean_or_none(p.seconds_per_epoch for p in pts if p.glayer == n.layer)
         if not at_input or not at_layer:

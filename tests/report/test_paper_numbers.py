@@ -19,8 +19,11 @@ WB = ["landbird", "waterbird"]
 def voc_records():
     v = dict(dataset="voc")
     return [record(B, None, f1=0.80, epg=0.40, iou=0.10, **v),
-            pareto([record(B, "energy", f1=0.794, epg=0.70, iou=0.12, **v),
-                    record(B, "energy", f1=0.77, epg=0.75, iou=0.13, **v)]),
+            pareto([record(B, "energy", f1=0.794, epg=0.70, iou=0.12, seconds_per_epoch=8.0, **v),
+                    record(B, "energy", f1=0.77, epg=0.75, iou=0.13, seconds_per_epoch=9.0, **v)]),
+            pareto([record(B, "l1", f1=0.79, epg=0.50, iou=0.20, seconds_per_epoch=100.0, **v)]),  # not Energy
+            record(B, "energy", "mid2", eval_layer="input", f1=0.78, epg=0.6, iou=0.1, seconds_per_epoch=5.0,
+                   experiment="depth", **v),
             record(X, None, f1=0.68, epg=0.50, iou=0.10, **v),
             pareto([record(X, "energy", f1=0.70, epg=0.60, iou=0.10, **v),    # +10.0 EPG at +2.0 F1
                     record(X, "l1", f1=0.69, epg=0.52, iou=0.10, **v),        # +2.0 EPG at +1.0 F1
@@ -53,7 +56,9 @@ def test_values_against_hand_computation(analysis):
     assert gain["ours_text"] == "+10.0 (ΔF1 +2.0)" and gain["diff_text"] == "+2.8"
     xbest = rows["r4.xdnn.input.best_epg"]  # any loss: the F1-dropping energy model has the best EPG
     assert (xbest["ours"], xbest["ours_at"]) == (0.90, 0.66)
-    for missing in ("r4.vanilla.input.best_epg", "r6.xdnn.final.iou_gain", "r9.bcos.mid2.speedup"):
+    speed = rows["r9.bcos.mid2.speedup"]  # mean(8, 9) s at the input / 5 s at mid2
+    assert speed["ours"] == pytest.approx(1.7) and speed["ours_text"] == "1.70×" and speed["diff_text"] == "+0.00×"
+    for missing in ("r4.vanilla.input.best_epg", "r6.xdnn.final.iou_gain"):
         assert rows[missing]["ours"] is None and rows[missing]["ours_text"] is None and rows[missing]["n"] == 0
 
     wb = {r["key"]: r for r in rows_for(analysis, "waterbirds")}
