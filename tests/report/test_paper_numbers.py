@@ -75,6 +75,10 @@ def test_tables_only_for_real_data(tmp_path, analysis):
     write(tmp_path / "synth" / "s.json", main_records())
     points, _ = to_points(load([tmp_path / "synth"]))
     assert paper_tables(Analysis(points)) == []
+    write(tmp_path / "coco" / "c.json", [record(B, None, f1=0.7, epg=0.3, iou=0.1, dataset="coco")])
+    points, _ = to_points(load([tmp_path / "coco"]))
+    (coco,) = paper_tables(Analysis(points))
+    assert coco.name == "paper-coco" and coco.rows == [] and "states no COCO numbers" in coco.notes[-1]
 
 
 def test_tables_command_writes_the_comparison(tmp_path):
