@@ -508,6 +508,46 @@ def export_cmd(
          lambda s: typer.echo(f"wrote {s['out']}: {s['model']} with {len(s['classes'])} classes ({s['tensors']} tensors)"))
 
 
+# ------------------------------------------------------------------------------------------------ weights
+weights_app = typer.Typer(help="ImageNet weights in the torch hub cache ($TORCH_HOME/hub/checkpoints).",
+                          no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
+
+
+def _show_weights(rows: list[dict[str, Any]]) -> None:
+    for r in rows:
+        state = f"cached, {r['bytes'] / 2**20:.1f} MiB" if r["cached"] else "missing"
+        typer.echo(f"{r['model']:<14} {state:<20} {r['path']}\n{'':<14} from {r['url']} ({r['source']})")
+
+
+@weights_app.command("list")
+@handle_errors
+def weights_list_cmd(as_json: bool = JsonOpt) -> None:
+    """Each model's ImageNet weights file: where it comes from, where it goes, whether it is there."""
+    from mgkit.weights import describe
+
+    rows = describe()
+    emit({"weights": rows}, as_json, lambda s: _show_weights(s["weights"]))
+
+
+@weights_app.command("download")
+@handle_errors
+def weights_download_cmd(
+    models: Optional[list[str]] = typer.Argument(None, help="Model names (see `mgkit weights list`)."),
+    everything: bool = typer.Option(False, "--all", help="Every known weights file."),
+    force: bool = typer.Option(False, "--force", help="Download again even when the file is cached."),
+    quiet: bool = QuietOpt, as_json: bool = JsonOpt,
+) -> None:
+    """Fetch ImageNet weights ahead of time (e.g. on a cluster's login node), checking published hashes.
+
+    Example: [bold]mgkit weights download --all[/bold]
+    """
+    from mgkit.weights import download_many
+
+    rows = download_many(list(models or []), everything=everything, force=force, quiet=quiet)
+    emit({"weights": rows}, as_json, lambda s: _show_weights(s["weights"]))
+
+
 # ------------------------------------------------------------------------------------------------- tables
 
 
@@ -624,7 +664,7 @@ def evaluate_cmd(
     threshold_split: str = typer.Option("val", "--threshold-split", help="Split on which the IoU threshold is chosen (paper protocol); none: no chosen threshold."),
     attribution: Optional[str] = EvalAttributionOpt, layer: Optional[str] = EvalLayerOpt2, maps: str = MapsOpt,
     baseline: Optional[Path] = BaselineOpt,
-    pareto: Optional[list[Path]] = typer.Option(None, "--pareto", help="Guided run directories: evaluate every Pareto checkpoint and write the merged front."),
+    pareto: Optional[list[Path]] = typer.Option(None, "--pareto", help="Guided run directories (the λ runs of one configuration): their validation Pareto fronts merged into one on validation metrics, and that set evaluated."),
     experiment: Optional[str] = ExperimentOpt, out: Optional[Path] = EvalOutOpt,
     seed: int = EvalSeedOpt, device: str = EvalDeviceOpt, eval_batch_size: int = EvalBatchOpt2,
     workers: Optional[int] = EvalWorkersOpt, amp: str = EvalAmpOpt, iou_threshold: float = EvalIouOpt, ig_steps: int = IgStepsOpt,

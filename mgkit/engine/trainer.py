@@ -17,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from mgkit import results
+from mgkit import weights as imagenet_weights
 from mgkit.artifacts import file_sha256, provenance, write_json_atomic
 from mgkit.config import RunConfig, config_from_dict, resolve, save_yaml
 from mgkit.data.format import open_dataset
@@ -133,6 +134,7 @@ def setup(cfg: RunConfig, env: D.DistEnv, restart: bool) -> Trainer:
     data = read_data_info(cfg)
     if parent is not None:
         check_compatible(parent, cfg.init_from, model_name=cfg.model, classes=data.classes)
+    start = _starting_weights(cfg, parent, env)
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model, len(data.classes), pretrained=cfg.pretrained and parent is None,
                          weights=cfg.weights if parent is None else None)
@@ -190,8 +192,30 @@ def setup(cfg: RunConfig, env: D.DistEnv, restart: bool) -> Trainer:
         write_json_atomic(run.provenance, provenance(
             data=str(cfg.data), data_fingerprint=data.fingerprint,
             parent=str(cfg.init_from) if cfg.init_from else None,
-            parent_sha256=t.parent_sha256, world_size=env.world, device=str(device), torch=torch.__version__))
+            parent_sha256=t.parent_sha256, world_size=env.world, device=str(device), torch=torch.__version__,
+            start_weights=imagenet_weights.record(start) if start is not None else None))
     return t
+
+
+def _starting_weights(cfg: RunConfig, parent: dict[str, Any] | None, env: D.DistEnv) -> Path | None:
+    """The file a run without a parent starts from (--weights, or the ImageNet file of --pretrained, which
+    rank 0 downloads into the torch hub cache when it is missing); None when it starts from scratch."""
+    if parent is not None:
+        return None
+    if cfg.weights is not None:
+        return Path(cfg.weights)
+    if not cfg.pretrained:
+        return None
+    problem = None
+    if env.is_main:
+        try:
+            imagenet_weights.ensure(cfg.model, quiet=cfg.quiet)
+        except MgkitError as e:
+            problem = str(e)
+    problem = D.broadcast_object(problem, env)  # the other ranks wait for the download, and stop with rank 0
+    if problem:
+        raise MgkitError(problem)
+    return imagenet_weights.ensure(cfg.model, quiet=True)
 
 
 def epoch_generator(seed: int, epoch: int, rank: int) -> torch.Generator:
