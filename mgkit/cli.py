@@ -513,6 +513,46 @@ def export_cmd(
          lambda s: typer.echo(f"wrote {s['out']}: {s['model']} with {len(s['classes'])} classes ({s['tensors']} tensors)"))
 
 
+# ------------------------------------------------------------------------------------------------ weights
+weights_app = typer.Typer(help="ImageNet weights in the torch hub cache ($TORCH_HOME/hub/checkpoints).",
+                          no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
+
+
+def _show_weights(rows: list[dict[str, Any]]) -> None:
+    for r in rows:
+        state = f"cached, {r['bytes'] / 2**20:.1f} MiB" if r["cached"] else "missing"
+        typer.echo(f"{r['model']:<14} {state:<20} {r['path']}\n{'':<14} from {r['url']} ({r['source']})")
+
+
+@weights_app.command("list")
+@handle_errors
+def weights_list_cmd(as_json: bool = JsonOpt) -> None:
+    """Each model's ImageNet weights file: where it comes from, where it goes, whether it is there."""
+    from mgkit.weights import describe
+
+    rows = describe()
+    emit({"weights": rows}, as_json, lambda s: _show_weights(s["weights"]))
+
+
+@weights_app.command("download")
+@handle_errors
+def weights_download_cmd(
+    models: Optional[list[str]] = typer.Argument(None, help="Model names (see `mgkit weights list`)."),
+    everything: bool = typer.Option(False, "--all", help="Every known weights file."),
+    force: bool = typer.Option(False, "--force", help="Download again even when the file is cached."),
+    quiet: bool = QuietOpt, as_json: bool = JsonOpt,
+) -> None:
+    """Fetch ImageNet weights ahead of time (e.g. on a cluster's login node), checking published hashes.
+
+    Example: [bold]mgkit weights download --all[/bold]
+    """
+    from mgkit.weights import download_many
+
+    rows = download_many(list(models or []), everything=everything, force=force, quiet=quiet)
+    emit({"weights": rows}, as_json, lambda s: _show_weights(s["weights"]))
+
+
 # ------------------------------------------------------------------------------------------------- tables
 
 
@@ -614,7 +654,7 @@ MapsOpt = typer.Option("raw", "--maps", help="raw: maps as the metrics define th
 EvalSeedOpt = typer.Option(0, "--seed", min=0, help="Seed (recorded; evaluation itself is deterministic).")
 EvalDeviceOpt = typer.Option("auto", "--device", help="auto | cpu | cuda | mps.")
 EvalBatchOpt2 = typer.Option(64, "--eval-batch-size", min=1, help="Images per batch.")
-EvalWorkersOpt = typer.Option(0, "--workers", min=0, help="DataLoader worker processes.")
+EvalWorkersOpt = typer.Option(None, "--workers", min=0, help="DataLoader worker processes (default: 0 on the CPU, up to 8 on CUDA).")
 EvalAmpOpt = typer.Option("none", "--amp", help="none | bf16: bf16 autocast for forward and attribution (CUDA, or a CPU with AMX / AVX-512 BF16, where it is about 1.5x as fast); maps and metrics stay float32, numbers may differ in the 2nd-3rd decimal.")
 EvalIouOpt = typer.Option(0.5, "--iou-threshold", help="Fixed IoU threshold on min-max normalised maps.")
 IgStepsOpt = typer.Option(16, "--ig-steps", min=1, help="Riemann steps of IntGrad on non-X-DNN models.")
@@ -630,10 +670,10 @@ def evaluate_cmd(
     threshold_split: str = typer.Option("val", "--threshold-split", help="Split on which the IoU threshold is chosen (paper protocol); none: no chosen threshold."),
     attribution: Optional[str] = EvalAttributionOpt, layer: Optional[str] = EvalLayerOpt2, maps: str = MapsOpt,
     baseline: Optional[Path] = BaselineOpt,
-    pareto: Optional[list[Path]] = typer.Option(None, "--pareto", help="Guided run directories: evaluate every Pareto checkpoint and write the merged front."),
+    pareto: Optional[list[Path]] = typer.Option(None, "--pareto", help="Guided run directories (the λ runs of one configuration): their validation Pareto fronts merged into one on validation metrics, and that set evaluated."),
     experiment: Optional[str] = ExperimentOpt, out: Optional[Path] = EvalOutOpt,
     seed: int = EvalSeedOpt, device: str = EvalDeviceOpt, eval_batch_size: int = EvalBatchOpt2,
-    workers: int = EvalWorkersOpt, amp: str = EvalAmpOpt, iou_threshold: float = EvalIouOpt, ig_steps: int = IgStepsOpt,
+    workers: Optional[int] = EvalWorkersOpt, amp: str = EvalAmpOpt, iou_threshold: float = EvalIouOpt, ig_steps: int = IgStepsOpt,
     quiet: bool = QuietOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Score a checkpoint on a split: F1, mAP, EPG, IoU (fixed and chosen threshold), per class and box size.
@@ -670,7 +710,7 @@ def shift_cmd(
     attribution: Optional[str] = EvalAttributionOpt, layer: Optional[str] = EvalLayerOpt2, maps: str = MapsOpt,
     experiment: Optional[str] = ExperimentOpt, out: Optional[Path] = EvalOutOpt,
     seed: int = EvalSeedOpt, device: str = EvalDeviceOpt, eval_batch_size: int = EvalBatchOpt2,
-    workers: int = EvalWorkersOpt, amp: str = EvalAmpOpt, ig_steps: int = IgStepsOpt,
+    workers: Optional[int] = EvalWorkersOpt, amp: str = EvalAmpOpt, ig_steps: int = IgStepsOpt,
     quiet: bool = QuietOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Robustness to a spurious cue: per-group and worst-group accuracy (data with groups), and test vs
