@@ -73,12 +73,26 @@ def _percentiles(stats: np.ndarray, level: float) -> tuple[float, float]:
 
 def ratio_interval(num, den, *, reps: int = REPS, seed: int = 0, level: float = LEVEL) -> Interval | None:
     """Σnum / Σden over images with a bootstrap interval; None when Σden is 0 (metric undefined)."""
-    num, den = _check(num, den)
-    if den.sum() <= 0:
-        return None
-    stats = np.concatenate([_ratio(w @ num, w @ den) for w in map(lambda i: _weights(i, len(num)),
-                                                                  resample_indices(len(num), reps, seed))])
-    return Interval(float(num.sum() / den.sum()), *_percentiles(stats, level), level)
+    return ratio_intervals({"x": (num, den)}, reps=reps, seed=seed, level=level)["x"]
+
+
+def ratio_intervals(terms: dict[str, tuple], *, reps: int = REPS, seed: int = 0, level: float = LEVEL
+                    ) -> dict[str, Interval | None]:
+    """`ratio_interval` for several metrics of the same images at once: one set of resamples, one matrix
+    product per chunk for all of them (the same draws as separate calls with this seed)."""
+    checked = {k: _check(*v) for k, v in terms.items()}
+    ok = [k for k, (_, den) in checked.items() if den.sum() > 0]
+    out: dict[str, Interval | None] = {k: None for k in terms}
+    if not ok:
+        return out
+    cols = np.stack([checked[k][i] for k in ok for i in (0, 1)], 1)  # [N, 2M]: num, den per metric
+    n = cols.shape[0]
+    stats = np.concatenate([_weights(idx, n) @ cols for idx in resample_indices(n, reps, seed)])
+    for j, k in enumerate(ok):
+        num, den = checked[k]
+        r = _ratio(stats[:, 2 * j], stats[:, 2 * j + 1])
+        out[k] = Interval(float(num.sum() / den.sum()), *_percentiles(r, level), level)
+    return out
 
 
 def paired_difference(num_a, den_a, num_b, den_b, *, reps: int = REPS, seed: int = 0,
@@ -139,8 +153,7 @@ def headline_intervals(per_image: dict[str, np.ndarray], *, reps: int = REPS, se
     """f1_lo/f1_hi, epg_lo/epg_hi, iou_lo/iou_hi (and iou_chosen_lo/hi, on_object_lo/hi) for an evaluation's
     per-image sums (`per_image_sums`)."""
     out: dict[str, float | None] = {}
-    for name, (num, den) in ratio_terms(per_image).items():
-        iv = ratio_interval(num, den, reps=reps, seed=seed, level=level)
+    for name, iv in ratio_intervals(ratio_terms(per_image), reps=reps, seed=seed, level=level).items():
         out[f"{name}_lo"], out[f"{name}_hi"] = (None, None) if iv is None else (iv.lo, iv.hi)
     if per_image.get("group") is not None and len(per_image["group"]):
         for name, iv in group_intervals(per_image["correct"], per_image["group"], reps=reps, seed=seed,

@@ -73,6 +73,8 @@ def test_headline_intervals_from_counts():
     assert out["f1_lo"] <= 8 / 11 <= out["f1_hi"]  # 2*4 / (2*4 + 1 + 2)
     assert out["epg_lo"] <= 2.6 / 4 <= out["epg_hi"]
     assert set(out) == {f"{m}_{s}" for m in ("f1", "epg", "iou") for s in ("lo", "hi")}
+    one = ratio_interval(per["epg_sum"], per["pairs"], reps=100)  # the shared draws equal a call of its own
+    assert (out["epg_lo"], out["epg_hi"]) == (one.lo, one.hi)
     # optional sums: IoU at a chosen threshold; on-object ratio over the pairs that have a mask
     per["iou_chosen_sum"] = per["iou_sum"] * 2
     per["on_object_sum"], per["on_object_pairs"] = np.array([0.9, 0.0, 0.7, 0.0]), np.array([1, 0, 1, 0])
