@@ -49,7 +49,8 @@ def _cell(row: dict[str, Any], col: Column) -> str:
     if col.kind == "num":
         return DASH if vals[0] is None else f"{vals[0]:.2f}"
     if col.kind == "pair":
-        return DASH if vals[0] is None else f"{_pct(vals[0])}{_iv(vals[2:4])} ({_pct(vals[1])})"
+        sd = f" ±{_pct(vals[4])}" if len(vals) > 4 and vals[4] is not None else ""
+        return DASH if vals[0] is None else f"{_pct(vals[0])}{sd}{_iv(vals[2:4])} ({_pct(vals[1])})"
     if col.kind == "ci":
         if vals[0] is None:
             return DASH
@@ -91,6 +92,21 @@ def over_seeds(vals: list[float], los: list[float | None], his: list[float | Non
         return mean, sd, iv.lo, iv.hi
     lo, hi = t_interval(vals)
     return sum(vals) / len(vals), std_or_none(vals), lo, hi
+
+
+def best_over_seeds(points: list, key: str, base_f1: float | None, drop: float
+                    ) -> tuple[float | None, float | None, float | None, float | None, float | None]:
+    """(best value, its F1, lo, hi, std over seeds) among candidates at most `drop` F1 below the baseline.
+    With several training seeds each seed's best is taken and they are averaged (`over_seeds`), so a
+    lucky seed does not stand for the configuration; one seed: its best point and that point's interval."""
+    seeds = sorted({p.seed for p in points}, key=str)
+    best = [b for b in (best_point([p for p in points if p.seed == s], key, base_f1, drop) for s in seeds)
+            if b is not None]
+    if not best:
+        return None, None, None, None, None
+    mean, sd, lo, hi = over_seeds([b.m(key) for b in best], [b.m(f"{key}_lo") for b in best],
+                                  [b.m(f"{key}_hi") for b in best])
+    return mean, sum(b.m("f1") for b in best) / len(best), lo, hi, sd
 
 
 def t_interval(vals: list[float]) -> tuple[float | None, float | None]:
@@ -186,9 +202,8 @@ def comparison_tables(an: Analysis, experiment: str) -> list[Table]:
                 for m in metrics:
                     for d in DROPS:
                         key, k = an.metric_key(m), f"{m}_at_{int(d * 100)}"
-                        b = best_point(pts, key, bf1, d)
-                        row[k], row[f"f1_{k}"] = (b.m(key), b.m("f1")) if b else (None, None)
-                        row[f"{k}_lo"], row[f"{k}_hi"] = (b.m(f"{key}_lo"), b.m(f"{key}_hi")) if b else (None, None)
+                        best = best_over_seeds(pts, key, bf1, d)
+                        row[k], row[f"f1_{k}"], row[f"{k}_lo"], row[f"{k}_hi"], row[f"{k}_std"] = best
                 if experiment == "depth":
                     spe = mean_or_none(p.seconds_per_epoch for p in pts)
                     row["seconds_per_epoch"] = spe
@@ -209,13 +224,13 @@ def comparison_tables(an: Analysis, experiment: str) -> list[Table]:
         for m in metrics:
             for d in DROPS:
                 k = f"{m}_at_{int(d * 100)}"
-                cols.append(Column(f"best {_m(an, m)} (F1) @ ≤{int(d * 100)}pt", (k, f"f1_{k}", f"{k}_lo", f"{k}_hi"),
-                                   "pair"))
+                cols.append(Column(f"best {_m(an, m)} (F1) @ ≤{int(d * 100)}pt",
+                                   (k, f"f1_{k}", f"{k}_lo", f"{k}_hi", f"{k}_std"), "pair"))
         if experiment == "depth":
             cols += [Column("s/epoch", ("seconds_per_epoch",), "num"), Column("speed-up", ("speedup",), "num")]
         csv_keys = ["dataset", "model", "family", "attribution", "layer", "loss", "condition", "n",
                     *[f"base_{m}{x}" for m in ("f1", *metrics) for x in ("", "_lo", "_hi", "_std")],
-                    *[f"{m}_at_{int(d * 100)}{x}" for m in metrics for d in DROPS for x in ("", "_lo", "_hi")],
+                    *[f"{m}_at_{int(d * 100)}{x}" for m in metrics for d in DROPS for x in ("", "_lo", "_hi", "_std")],
                     *[f"f1_{m}_at_{int(d * 100)}" for m in metrics for d in DROPS]]
         if experiment == "depth":
             csv_keys += ["seconds_per_epoch", "speedup"]
@@ -223,8 +238,9 @@ def comparison_tables(an: Analysis, experiment: str) -> list[Table]:
                  f"attribution and layer; n = number of records (baseline) or candidates (loss). "
                  f"'best M (F1) @ ≤d pt': highest M among candidates whose F1 is at most d points below the "
                  f"baseline's, with that candidate's F1; — when none qualifies. [lo, hi]: 95 % bootstrap interval "
-                 f"over test images (absent for records without one); a baseline of several seeds shows mean ±std "
-                 f"over seeds and an interval combining both sources."]
+                 f"over test images (absent for records without one); with several training seeds, the baseline "
+                 f"and each seed's best candidate are averaged: mean ±std over seeds and an interval combining "
+                 f"both sources."]
         if "iou" in metrics:
             notes.append(f"IoU: metrics.{an.iou_key}"
                          + (" (threshold chosen on held-out data)." if an.iou_key == "iou_chosen"
