@@ -20,14 +20,14 @@ Over training seeds, values are averaged and the interval adds the spread over s
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mgkit.bootstrap import align, decode_per_image, paired_difference, ratio_terms
 from mgkit.report.analysis import (Analysis, best_point, config_key, config_sort, front, group_rows, loss_sort,
                                    setting_of)
 from mgkit.report.records import Point
-from mgkit.report.tables import over_seeds
+from mgkit.report.tables import best_over_seeds, over_seeds
 
 NAMES = {"epg": "EPG", "iou": "IoU", "f1": "F1", "on_object": "on-object", "worst": "worst-group",
          "overall": "overall"}
@@ -211,8 +211,19 @@ def _by_loss(groups: dict[tuple, list]) -> dict[str, list]:
 
 
 def _best(points: list[Point], an: Analysis, metric: str, base_f1: float | None, drop: float) -> Point | None:
-    """The candidate with the highest metric among those at most `drop` F1 below the baseline."""
-    return best_point(points, an.metric_key(metric), base_f1, drop)
+    """The candidate with the highest metric among those at most `drop` F1 below the baseline. With several
+    training seeds, as the tables (`best_over_seeds`): each seed's best averaged, returned as a point that
+    holds the mean, its interval and the mean F1 (not pairable: it stands for several models)."""
+    key = an.metric_key(metric)
+    if len({p.seed for p in points}) < 2:
+        return best_point(points, key, base_f1, drop)
+    value, f1, lo, hi, _ = best_over_seeds(points, key, base_f1, drop)
+    if value is None:
+        return None
+    losses = {p.loss for p in points}
+    return replace(points[0], metrics={key: value, f"{key}_lo": lo, f"{key}_hi": hi, "f1": f1}, per_image=None,
+                   seed=None, lam=None, loss=losses.pop() if len(losses) == 1 else "several",
+                   source=f"mean of {len({p.seed for p in points})} seeds' best")
 
 
 def _front_points(points: list[Point], key: str) -> list[Point]:

@@ -261,3 +261,12 @@ def test_claim8_within_noise_is_inconclusive():
             record(B, "energy", f1=0.8, epg=0.6, on_object=0.70, ci=0.02, experiment="segmentation"),
             record(B, "l1", f1=0.8, epg=0.5, on_object=0.69, ci=0.02, experiment="segmentation")]
     assert claims(recs)[8].status == "inconclusive"
+
+
+def test_claims_average_each_seeds_best_like_the_tables():
+    """Seed 1's lucky candidate does not decide: the seeds' bests (0.45, 0.31) average to 0.38, not 0.45."""
+    recs = [record(V, None, "final", f1=0.70, epg=0.30, iou=0.20, ci=0.01, seed=0),
+            record(V, "energy", "final", f1=0.69, epg=0.45, iou=0.35, ci=0.01, seed=0),
+            record(V, "energy", "final", f1=0.69, epg=0.31, iou=0.35, ci=0.01, seed=1)]
+    c = claims(recs)[3]
+    assert "best guided 38.0 [" in c.units[0][1] and c.units[0][0] == UNCLEAR  # two seeds 14 points apart
