@@ -37,6 +37,7 @@ test-long: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_prepare.py --sizes 200 5000
+	$(BIN)/python benchmarks/bench_loader.py
 	$(BIN)/python benchmarks/bench_train.py
 
 # The pipeline goals run independent jobs side by side: one per GPU slot on a GPU machine (GPUS,

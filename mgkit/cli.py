@@ -130,7 +130,8 @@ def _check_out(out: Path, force: bool) -> None:
 
 
 def _prepare(plan_fn: Callable[[], Any], out: Path, size: int, bbox_frac: float, seed: int, workers: int,
-             force: bool, skip_bad: bool, quiet: bool, as_json: bool, options: dict[str, Any]) -> None:
+             force: bool, skip_bad: bool, quiet: bool, as_json: bool, options: dict[str, Any],
+             bbox_count: int | None = None) -> None:
     from mgkit.data.prepare import MAX_SIZE, run_prepare
     from mgkit.progress import log
 
@@ -146,9 +147,11 @@ def _prepare(plan_fn: Callable[[], Any], out: Path, size: int, bbox_frac: float,
     for warning in plan.warnings:
         typer.echo(f"warning: {warning}", err=True)
     opts = {**options, "size": size, "bbox_frac": bbox_frac, "seed": seed, "skip_bad": skip_bad}
+    if bbox_count is not None:
+        opts["bbox_count"] = bbox_count
     try:
         summary = run_prepare(plan, out, size=size, bbox_frac=bbox_frac, seed=seed, workers=workers, force=force,
-                              skip_bad=skip_bad, options=opts, quiet=quiet)
+                              skip_bad=skip_bad, options=opts, quiet=quiet, bbox_count=bbox_count)
     except OSError as e:  # disk full, folder removed meanwhile, ...: the temporary file is already gone
         reason = e.strerror or (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise MgkitError(f"{e.filename or out}: writing the data set failed ({reason}); nothing was written") from None
@@ -174,15 +177,17 @@ def _prepare(plan_fn: Callable[[], Any], out: Path, size: int, bbox_frac: float,
 @handle_errors
 def prepare_synthetic(
     out: Path = OutOpt,
-    task: str = typer.Option("multilabel", "--task", help="multilabel (K shapes with spurious context cues) or birds (Waterbirds-100 analogue)."),
+    task: str = typer.Option("multilabel", "--task", help="multilabel (K shapes with spurious context cues), birds (Waterbirds-100 analogue), birds-place (its reversed task) or pretrain (the shapes without cues, for a backbone loaded with --weights)."),
     num_classes: int = typer.Option(6, "--classes", min=2, max=12, help="Object classes for --task multilabel."),
     spurious: Optional[float] = typer.Option(None, "--spurious", min=0.0, max=1.0,
                                              help="Cue/class co-occurrence in train and val (default 0.9 multilabel, 1.0 birds)."),
     n_train: int = typer.Option(1500, "--train", min=1, help="Training images."),
     n_val: int = typer.Option(300, "--val", min=1, help="Validation images."),
-    n_test: int = typer.Option(600, "--test", min=1, help="Test images (and as many in test_shifted)."),
+    n_test: int = typer.Option(600, "--test", min=1, help="Test images (multilabel: as many again in test_decorrelated and in test_shifted)."),
     size: int = typer.Option(128, "--size", min=16, help="Square image size in pixels."),
-    bbox_frac: float = BboxFracOpt, seed: int = SeedOpt, workers: int = WorkersOpt, force: bool = ForceOpt,
+    bbox_frac: float = BboxFracOpt,
+    bbox_count: Optional[int] = typer.Option(None, "--bbox-count", min=0, help="Annotate exactly this many training images (an absolute budget: the paper's 1 % of VOC is about 25 images); --bbox-frac then names the condition it stands for."),
+    seed: int = SeedOpt, workers: int = WorkersOpt, force: bool = ForceOpt,
     quiet: bool = QuietOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Built-in procedural data (no download): shapes with spurious context cues, or a Waterbirds analogue.
@@ -197,7 +202,7 @@ def prepare_synthetic(
         spurious = synthetic.DEFAULT_SPURIOUS[task]
     opts = dict(task=task, num_classes=num_classes, spurious=spurious, n_train=n_train, n_val=n_val, n_test=n_test)
     _prepare(lambda: synthetic.plan(**opts, seed=seed), out, size, bbox_frac, seed, workers, force, False, quiet,
-             as_json, {"source": "synthetic", **opts})
+             as_json, {"source": "synthetic", **opts}, bbox_count=bbox_count)
 
 
 @prepare_app.command("voc")
@@ -508,6 +513,46 @@ def export_cmd(
          lambda s: typer.echo(f"wrote {s['out']}: {s['model']} with {len(s['classes'])} classes ({s['tensors']} tensors)"))
 
 
+# ------------------------------------------------------------------------------------------------ weights
+weights_app = typer.Typer(help="ImageNet weights in the torch hub cache ($TORCH_HOME/hub/checkpoints).",
+                          no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
+
+
+def _show_weights(rows: list[dict[str, Any]]) -> None:
+    for r in rows:
+        state = f"cached, {r['bytes'] / 2**20:.1f} MiB" if r["cached"] else "missing"
+        typer.echo(f"{r['model']:<14} {state:<20} {r['path']}\n{'':<14} from {r['url']} ({r['source']})")
+
+
+@weights_app.command("list")
+@handle_errors
+def weights_list_cmd(as_json: bool = JsonOpt) -> None:
+    """Each model's ImageNet weights file: where it comes from, where it goes, whether it is there."""
+    from mgkit.weights import describe
+
+    rows = describe()
+    emit({"weights": rows}, as_json, lambda s: _show_weights(s["weights"]))
+
+
+@weights_app.command("download")
+@handle_errors
+def weights_download_cmd(
+    models: Optional[list[str]] = typer.Argument(None, help="Model names (see `mgkit weights list`)."),
+    everything: bool = typer.Option(False, "--all", help="Every known weights file."),
+    force: bool = typer.Option(False, "--force", help="Download again even when the file is cached."),
+    quiet: bool = QuietOpt, as_json: bool = JsonOpt,
+) -> None:
+    """Fetch ImageNet weights ahead of time (e.g. on a cluster's login node), checking published hashes.
+
+    Example: [bold]mgkit weights download --all[/bold]
+    """
+    from mgkit.weights import download_many
+
+    rows = download_many(list(models or []), everything=everything, force=force, quiet=quiet)
+    emit({"weights": rows}, as_json, lambda s: _show_weights(s["weights"]))
+
+
 # ------------------------------------------------------------------------------------------------- tables
 
 
@@ -519,15 +564,16 @@ def tables_cmd(
     report: Optional[Path] = typer.Option(None, "--report", help="Claims report (default: OUT/../paper-tables.md)."),
     split: str = typer.Option("test", "--split", help="Evaluation split the tables compare (shift records keep their splits)."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Also draw the Pareto plots (PNG and PDF)."),
+    timings: list[Path] = typer.Option([], "--timings", help="JSON lines of benchmarks/bench_train.py --one guided/<fam>/<layer> --json, timed alone (claim 9's speed); repeatable."),
     quiet: bool = QuietOpt, as_json: bool = JsonOpt,
 ) -> None:
-    """Paper tables, Pareto plots and a claim-by-claim report from result records.
+    """Paper tables, Pareto plots and a claim-by-claim report (Markdown, and the same as one HTML page) from result records.
 
     Example: [bold]mgkit tables results/*.json --out results/tables[/bold]
     """
     from mgkit.report.build import build
 
-    summary = build(results, out, report, split=split, quiet=quiet, plots=plots)
+    summary = build(results, out, report, split=split, quiet=quiet, plots=plots, timings=timings)
 
     def render(s: dict[str, Any]) -> None:
         typer.echo(f"wrote {len(s['files'])} files under {s['out']}; report {s['report']}")
@@ -608,7 +654,7 @@ MapsOpt = typer.Option("raw", "--maps", help="raw: maps as the metrics define th
 EvalSeedOpt = typer.Option(0, "--seed", min=0, help="Seed (recorded; evaluation itself is deterministic).")
 EvalDeviceOpt = typer.Option("auto", "--device", help="auto | cpu | cuda | mps.")
 EvalBatchOpt2 = typer.Option(64, "--eval-batch-size", min=1, help="Images per batch.")
-EvalWorkersOpt = typer.Option(0, "--workers", min=0, help="DataLoader worker processes.")
+EvalWorkersOpt = typer.Option(None, "--workers", min=0, help="DataLoader worker processes (default: 0 on the CPU, up to 8 on CUDA).")
 EvalAmpOpt = typer.Option("none", "--amp", help="none | bf16: bf16 autocast for forward and attribution (CUDA, or a CPU with AMX / AVX-512 BF16, where it is about 1.5x as fast); maps and metrics stay float32, numbers may differ in the 2nd-3rd decimal.")
 EvalIouOpt = typer.Option(0.5, "--iou-threshold", help="Fixed IoU threshold on min-max normalised maps.")
 IgStepsOpt = typer.Option(16, "--ig-steps", min=1, help="Riemann steps of IntGrad on non-X-DNN models.")
@@ -624,10 +670,10 @@ def evaluate_cmd(
     threshold_split: str = typer.Option("val", "--threshold-split", help="Split on which the IoU threshold is chosen (paper protocol); none: no chosen threshold."),
     attribution: Optional[str] = EvalAttributionOpt, layer: Optional[str] = EvalLayerOpt2, maps: str = MapsOpt,
     baseline: Optional[Path] = BaselineOpt,
-    pareto: Optional[list[Path]] = typer.Option(None, "--pareto", help="Guided run directories: evaluate every Pareto checkpoint and write the merged front."),
+    pareto: Optional[list[Path]] = typer.Option(None, "--pareto", help="Guided run directories (the λ runs of one configuration): their validation Pareto fronts merged into one on validation metrics, and that set evaluated."),
     experiment: Optional[str] = ExperimentOpt, out: Optional[Path] = EvalOutOpt,
     seed: int = EvalSeedOpt, device: str = EvalDeviceOpt, eval_batch_size: int = EvalBatchOpt2,
-    workers: int = EvalWorkersOpt, amp: str = EvalAmpOpt, iou_threshold: float = EvalIouOpt, ig_steps: int = IgStepsOpt,
+    workers: Optional[int] = EvalWorkersOpt, amp: str = EvalAmpOpt, iou_threshold: float = EvalIouOpt, ig_steps: int = IgStepsOpt,
     quiet: bool = QuietOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Score a checkpoint on a split: F1, mAP, EPG, IoU (fixed and chosen threshold), per class and box size.
@@ -664,7 +710,7 @@ def shift_cmd(
     attribution: Optional[str] = EvalAttributionOpt, layer: Optional[str] = EvalLayerOpt2, maps: str = MapsOpt,
     experiment: Optional[str] = ExperimentOpt, out: Optional[Path] = EvalOutOpt,
     seed: int = EvalSeedOpt, device: str = EvalDeviceOpt, eval_batch_size: int = EvalBatchOpt2,
-    workers: int = EvalWorkersOpt, amp: str = EvalAmpOpt, ig_steps: int = IgStepsOpt,
+    workers: Optional[int] = EvalWorkersOpt, amp: str = EvalAmpOpt, ig_steps: int = IgStepsOpt,
     quiet: bool = QuietOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Robustness to a spurious cue: per-group and worst-group accuracy (data with groups), and test vs

@@ -172,7 +172,8 @@ class RunConfig:
     device: str = _opt("auto", "--device", "auto: CUDA, else MPS, else CPU.", "choice", choices=DEVICES)
     amp: str = _opt("none", "--amp", "Mixed precision (bf16: CUDA only).", "choice", choices=("none", "bf16"))
     channels_last: bool = _opt(False, "--channels-last", "channels_last memory format.", "bool", negatable=True)
-    workers: int = _opt(2, "--workers", "DataLoader worker processes (0: load in the main process).", "int", lo=0)
+    workers: int | None = _opt(None, "--workers", "DataLoader worker processes (0: load in the main process).",
+                               "int", lo=0, default_help="0 on the CPU, up to 8 on CUDA")
     eval_every: int = _opt(1, "--eval-every", "Validate every k epochs (and after the last).", "int", lo=1)
     min_f1: float | None = _opt(None, "--min-f1", "Stop when validation F1 falls below this (reference --min_fscore).",
                                 "float", lo=0, hi=1, default_help="none: never stop early")

@@ -90,8 +90,8 @@ class Plan:
         fam = self.scale.families[family]
         epochs = fam.base_epochs if epochs is None else epochs
         d = f"$(RUNS)/{run}"
-        cmd = (f"train --data {data} --model {fam.model} --epochs {epochs} --lr {word(fam.lr)} "
-               f"--batch-size {fam.batch} --seed {seed} $(RUN_FLAGS) --out {d} --json")
+        cmd = (f"train --data {data} --model {fam.model}{' --pretrained' if fam.pretrained else ''} --epochs {epochs} "
+               f"--lr {word(fam.lr)} --batch-size {fam.batch} --seed {seed} $(RUN_FLAGS) --out {d} --json")
         self._add(Job("train", f"{d}/summary.json", [data], cmd,
                       f"train {family} baseline ({fam.model}, {epochs} epochs) -> {d}", f"{d}/log.txt", "", run,
                       f"{d}/launch.json", after=[f"mv {d}/log.txt.out {d}/summary.json"]), experiment)

@@ -29,6 +29,7 @@ class Family:
     batch: int
     base_epochs: int
     guide_epochs: int
+    pretrained: bool = False   # baselines start from ImageNet weights (mgkit train --pretrained)
 
 
 def word(x: Any) -> str:
@@ -43,7 +44,8 @@ class Scale:
         self.raw = raw
         self.source = source
         try:
-            self.families = {k: Family(k, v["model"], v["lr"], v["batch"], v["base_epochs"], v["guide_epochs"])
+            self.families = {k: Family(k, v["model"], v["lr"], v["batch"], v["base_epochs"], v["guide_epochs"],
+                                       bool(v.get("pretrained", False)))
                              for k, v in raw["family"].items()}
             self.configs = [self.config(c) for c in raw["configs"]]
         except KeyError as e:

@@ -57,3 +57,12 @@ def test_voc_plan_prepares_from_its_root():
     prepare = plan.jobs["$(DATA_DIR)/multilabel-f1.0.h5"].command
     assert prepare.startswith("prepare voc --root $(VOC_ROOT) --size 32")
     assert plan.jobs["$(DATA_DIR)/birds-f0.1.h5"].command.startswith("prepare waterbirds --root $(WB_ROOT)")
+
+
+def test_pretrained_families_start_from_imagenet_weights():
+    raw = tiny()
+    raw["family"]["bcos"]["pretrained"] = True
+    plan = build(Scale(raw), "synthetic")
+    assert "--model bcos-resnet18 --pretrained " in plan.jobs["$(RUNS)/base/bcos/summary.json"].command
+    assert "--pretrained" not in plan.jobs["$(RUNS)/base/vanilla/summary.json"].command
+    assert not any("--pretrained" in j.command for j in plan.jobs.values() if j.kind == "guide")
