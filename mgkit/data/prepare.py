@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import multiprocessing as mp
 import signal
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,6 +120,33 @@ def _worker_signals() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+class _StopRequests:
+    """While active, SIGINT and SIGTERM are only recorded; `check()` in the main loop turns a recorded
+    signal into KeyboardInterrupt. Raising from the handler itself could land inside a weakref callback
+    (the pool's bookkeeping), where Python reports and swallows the exception and the run went on."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _record(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> "_StopRequests":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._record)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
 def _safe_load(load: Callable[[Record, int], Sample], size: int, record: Record) -> Sample | BadSample:
     try:
         return load(record, size)
@@ -177,8 +205,9 @@ def run_prepare(plan: SourcePlan, out: str | Path, *, size: int, bbox_frac: floa
     load = functools.partial(_safe_load, plan.load, size)
     pool = (mp.get_context("fork").Pool(workers, initializer=_worker_signals)
             if workers > 1 and plan.workers_ok else None)
+    stop = _StopRequests()
     try:
-        with writer, Reporter(quiet=quiet) as rep:
+        with stop, writer, Reporter(quiet=quiet) as rep:
             for split, records in plan.splits.items():
                 sw = writer.add_split(split, len(records), segmentation=split in plan.segmentation_splits,
                                       group_names=plan.group_names)
@@ -186,6 +215,7 @@ def run_prepare(plan: SourcePlan, out: str | Path, *, size: int, bbox_frac: floa
                 skipped: list[str] = []
                 results = pool.imap(load, records, chunksize=8) if pool else map(load, records)
                 for res in rep.track(results, len(records), f"{plan.source} {split}"):
+                    stop.check()
                     if isinstance(res, BadSample):
                         if not skip_bad:
                             raise res
@@ -214,6 +244,10 @@ def run_prepare(plan: SourcePlan, out: str | Path, *, size: int, bbox_frac: floa
                     summary["warnings"].append(f"no '{split}' split: `mgkit train` and `mgkit guide` need "
                                                f"{' and '.join(TRAINING_SPLITS)}")
             writer.set_attr("summary", summary["splits"])
+            stop.check()  # the last chance before the file is renamed into place
+        if stop.signum is not None:  # arrived while the file was renamed into place: an interrupted run
+            out.unlink(missing_ok=True)
+            raise KeyboardInterrupt
         if pool is not None:
             pool.close()
     finally:

@@ -229,11 +229,14 @@ class Evaluator:
         """Kind "evaluation": one checkpoint; with `baseline`, the baseline scored at the same layer with
         the same attribution in section "baseline", and "delta" = model - baseline."""
         model, info = self.load(path)
+        if baseline is not None:  # refuse a baseline that cannot be scored alike before the first pass
+            bmodel, binfo = self.load(baseline)
+            attribution, layer, _ = self.setting(model, info)
+            self.setting(bmodel, binfo, attribution, layer)
         sec = self.sections(model, info)
         del model
         extra: dict[str, Any] = {}
         if baseline is not None:
-            bmodel, binfo = self.load(baseline)
             ev = sec["evaluation"]
             bsec = self.sections(bmodel, binfo, attribution=ev["attribution"], layer=ev["layer"])
             extra["baseline"] = {"identity": checkpoint_identity(binfo), **bsec}
