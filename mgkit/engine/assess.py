@@ -8,14 +8,14 @@ scored on the evaluated split, and the non-dominated set of that merged pool.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from mgkit import results
-from mgkit.attribution import METHODS, PostProcess, evaluation_maps, post_process
+from mgkit.attribution import PostProcess, evaluation_maps, post_process
 from mgkit.data.format import open_dataset
 from mgkit.data.loader import H5Split, make_loader
 from mgkit.engine.checkpoint import CheckpointInfo, data_fingerprint, model_from_checkpoint
@@ -25,10 +25,9 @@ from mgkit.engine.rundir import Run
 from mgkit.errors import MgkitError, UsageError
 from mgkit.losses import LOSS_POSTPROCESS
 from mgkit.metrics import pareto_front
-from mgkit.models import LAYERS, GuidedModel
+from mgkit.models import GuidedModel
 from mgkit.progress import Reporter, log
 
-MAPS = ("raw", "reference")
 PARETO_KEYS = ("f1", "epg", "iou")
 DELTA_KEYS = ("f1", "precision", "recall", "accuracy", "mAP", "epg", "iou", "iou_chosen", "on_object",
               "worst_group", "mean_group", "overall")
@@ -55,18 +54,13 @@ class EvalOptions:
     quiet: bool = False
 
     def check(self) -> None:
-        if self.maps not in MAPS:
-            raise UsageError(f"--maps must be raw or reference, got {self.maps!r}")
-        if self.layer is not None and self.layer not in LAYERS:
-            raise UsageError(f"--layer must be one of {', '.join(LAYERS)}, got {self.layer!r}")
-        if self.attribution is not None and not self.attribution.startswith("captum:") \
-                and self.attribution not in METHODS:
-            raise UsageError(f"--attribution must be one of {', '.join(METHODS)} or captum:NAME, "
-                             f"got {self.attribution!r}")
-        if self.amp not in ("none", "bf16"):
-            raise UsageError(f"--amp must be none or bf16, got {self.amp!r}")
-        if self.eval_batch_size < 1:
-            raise UsageError("--eval-batch-size must be at least 1")
+        """Every value against its declaration in mgkit.options (what `mgkit evaluate` checks)."""
+        from mgkit.options import EVALUATE, coerce
+
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in EVALUATE and value is not None:
+                coerce(EVALUATE[f.name], value)
 
 
 @dataclass(frozen=True)
@@ -225,18 +219,25 @@ class Evaluator:
                              "images": res["images"], "seed": self.opts.seed}
         return sec
 
+    def check_baseline(self, path: str | Path, baseline: str | Path) -> None:
+        """Refuse, before any pass, a baseline that does not fit the data or cannot be scored with the
+        model's attribution and layer (e.g. a B-cos attribution for a vanilla baseline)."""
+        model, info = self.load(path)
+        bmodel, binfo = self.load(baseline)
+        attribution, layer, _ = self.setting(model, info)
+        self.setting(bmodel, binfo, attribution, layer)
+
     def record(self, path: str | Path, baseline: str | Path | None = None) -> dict[str, Any]:
         """Kind "evaluation": one checkpoint; with `baseline`, the baseline scored at the same layer with
         the same attribution in section "baseline", and "delta" = model - baseline."""
+        if baseline is not None:
+            self.check_baseline(path, baseline)
         model, info = self.load(path)
-        if baseline is not None:  # refuse a baseline that cannot be scored alike before the first pass
-            bmodel, binfo = self.load(baseline)
-            attribution, layer, _ = self.setting(model, info)
-            self.setting(bmodel, binfo, attribution, layer)
         sec = self.sections(model, info)
         del model
         extra: dict[str, Any] = {}
         if baseline is not None:
+            bmodel, binfo = self.load(baseline)
             ev = sec["evaluation"]
             bsec = self.sections(bmodel, binfo, attribution=ev["attribution"], layer=ev["layer"])
             extra["baseline"] = {"identity": checkpoint_identity(binfo), **bsec}

@@ -54,6 +54,8 @@ def _sections(evaluator: Evaluator, path: str | Path, attribution: str | None = 
 
 def shift_record(evaluator: Evaluator, path: str | Path, baseline: str | Path | None = None) -> dict[str, Any]:
     """Kind "shift" for checkpoint `path` (and `baseline`, scored with the same attribution and layer)."""
+    if baseline is not None:
+        evaluator.check_baseline(path, baseline)
     sec, ident = _sections(evaluator, path)
     extra: dict[str, Any] = {}
     if baseline is not None:

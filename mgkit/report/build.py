@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from mgkit.artifacts import write_text_atomic
+from mgkit.artifacts import check_output, write_text_atomic
 from mgkit.errors import UsageError
 from mgkit.progress import log
 from mgkit.report.analysis import Analysis
@@ -79,6 +79,8 @@ def build(paths: Iterable[str | Path], out: str | Path, report: str | Path | Non
         raise UsageError("give at least one result file or directory")
     out = Path(out)
     report = Path(report) if report is not None else out.parent / "paper-tables.md"
+    check_output(out, inputs=paths, folder=True)
+    check_output(report, flag="--report", inputs=paths)
     sources = load(paths)
     points, skipped = to_points(sources)
     log(f"read {len(sources)} record(s) from {len(paths)} path(s): {len(points)} measured point(s)", quiet=quiet)

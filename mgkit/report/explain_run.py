@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from mgkit import results
-from mgkit.artifacts import provenance, write_text_atomic
+from mgkit.artifacts import check_output, provenance, write_text_atomic
 from mgkit.errors import MgkitError, UsageError
 from mgkit.progress import log
 from mgkit.report.explain import (ModelMaps, Pairs, check_method, default_layer, explanation_pairs,
@@ -209,6 +209,8 @@ def explain(checkpoints: Sequence[str | Path], data: str | Path, out: str | Path
         raise UsageError("give at least one checkpoint.")
     out = Path(out)
     figures, sidecar = _figure_outputs(out, pdf)
+    for path, flag in [*((f, "--out") for f in figures), (sidecar, "the sidecar of --out")]:
+        check_output(path, flag=flag, inputs=[*checkpoints, data])  # before anything is drawn
     dev = pick_device(device, DistEnv())
     torch.manual_seed(seed)  # sampling captum methods (ShapleyValueSampling, NoiseTunnel) draw from it
     with open_dataset(data) as ds:
