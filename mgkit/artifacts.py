@@ -116,7 +116,8 @@ def check_output(out: str | Path, *, flag: str = "--out", inputs: Iterable[str |
     """
     out = Path(out)
     for source in inputs:
-        if source is not None and _same_file(out, Path(source)):
+        # (an input folder may take outputs beside the files it holds: only an input file is destroyed)
+        if source is not None and _same_file(out, Path(source)) and not Path(source).is_dir():
             raise UsageError(f"{flag} {out} is also an input of this command; writing it would destroy that "
                              f"input (choose another {flag})")
     if folder:
