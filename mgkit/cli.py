@@ -128,7 +128,7 @@ def _parameter(name: str, o: Any, stage: str) -> inspect.Parameter:
     """The typer parameter of one declared option: text in, checked by options.coerce."""
     text = Optional[list[str]] if o.multiple else Optional[str]
     if o.argument:
-        default = typer.Argument(None, metavar=o.flag, help=o.help_text(), show_default=False)
+        default = typer.Argument(... if o.required else None, metavar=o.flag, help=o.help_text(), show_default=False)
         return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=text, default=default)
     help_text = o.help_text()
     shown = o.default_text(stage)

@@ -83,7 +83,7 @@ def test_help_lists_every_declared_option_and_no_foreign_flag(command):
 @pytest.mark.parametrize("argv,message", [
     (["evaluate", "x.pt", "--data", "d.h5", "--no-such-flag"], "No such option: --no-such-flag"),
     (["evaluate", "x.pt", "--data"], "requires an argument"),
-    (["tables"], "RESULTS is required"),
+    (["tables"], "Missing argument 'RESULTS'"),
     (["prepare", "voc", "--roots", "r"], "No such option: --roots"),
 ])
 def test_parser_errors_are_one_line(argv, message):

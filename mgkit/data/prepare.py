@@ -186,6 +186,38 @@ def empty_split_warning(split: str, records: int, skipped: int) -> str:
     return f"split '{split}' is empty ({why}){need}"
 
 
+def _write_split(writer: DatasetWriter, plan: SourcePlan, split: str, results: Any, rep: Reporter,
+                 stop: _StopRequests, *, skip_bad: bool, bbox_frac: float, seed: int) -> tuple[dict[str, Any], int]:
+    """Write one split from its loaded `results`; its summary entry and the number of images written."""
+    records = plan.splits[split]
+    sw = writer.add_split(split, len(records), segmentation=split in plan.segmentation_splits,
+                          group_names=plan.group_names)
+    stats: Counter = Counter()
+    skipped: list[str] = []
+    for res in rep.track(results, len(records), f"{plan.source} {split}"):
+        stop.check()
+        if isinstance(res, BadSample):
+            if not skip_bad:
+                raise res
+            skipped.append(str(res))
+            continue
+        stats.update(res.stats)
+        sw.append(res)
+    sw.flush()
+    if not plan.has_boxes:
+        annotated = np.zeros(sw.n, dtype=bool)
+    elif split == GUIDANCE_SPLIT:
+        annotated = select_annotated(sw.n, bbox_frac, seed)
+    else:
+        annotated = np.ones(sw.n, dtype=bool)
+    sw.finish(annotated)
+    entry = {"images": sw.n, "boxes": sw.n_boxes, "annotated": int(annotated.sum()), "skipped": len(skipped),
+             **dict(stats)}
+    if skipped:
+        entry["skipped_files"] = skipped[:20]
+    return entry, len(skipped)
+
+
 def run_prepare(plan: SourcePlan, out: str | Path, *, size: int, bbox_frac: float, seed: int,
                 workers: int = 0, force: bool = False, skip_bad: bool = False,
                 options: dict[str, Any] | None = None, quiet: bool = False) -> dict[str, Any]:
@@ -209,36 +241,12 @@ def run_prepare(plan: SourcePlan, out: str | Path, *, size: int, bbox_frac: floa
     try:
         with stop, writer, Reporter(quiet=quiet) as rep:
             for split, records in plan.splits.items():
-                sw = writer.add_split(split, len(records), segmentation=split in plan.segmentation_splits,
-                                      group_names=plan.group_names)
-                stats: Counter = Counter()
-                skipped: list[str] = []
                 results = pool.imap(load, records, chunksize=8) if pool else map(load, records)
-                for res in rep.track(results, len(records), f"{plan.source} {split}"):
-                    stop.check()
-                    if isinstance(res, BadSample):
-                        if not skip_bad:
-                            raise res
-                        skipped.append(str(res))
-                        continue
-                    stats.update(res.stats)
-                    sw.append(res)
-                sw.flush()
-                if not plan.has_boxes:
-                    annotated = np.zeros(sw.n, dtype=bool)
-                elif split == GUIDANCE_SPLIT:
-                    annotated = select_annotated(sw.n, bbox_frac, seed)
-                else:
-                    annotated = np.ones(sw.n, dtype=bool)
-                sw.finish(annotated)
-                summary["splits"][split] = {
-                    "images": sw.n, "boxes": sw.n_boxes, "annotated": int(annotated.sum()),
-                    "skipped": len(skipped), **dict(stats),
-                }
-                if skipped:
-                    summary["splits"][split]["skipped_files"] = skipped[:20]
-                if sw.n == 0:
-                    summary["warnings"].append(empty_split_warning(split, len(records), len(skipped)))
+                entry, skipped = _write_split(writer, plan, split, results, rep, stop, skip_bad=skip_bad,
+                                              bbox_frac=bbox_frac, seed=seed)
+                summary["splits"][split] = entry
+                if entry["images"] == 0:
+                    summary["warnings"].append(empty_split_warning(split, len(records), skipped))
             for split in TRAINING_SPLITS:
                 if split not in plan.splits:
                     summary["warnings"].append(f"no '{split}' split: `mgkit train` and `mgkit guide` need "
