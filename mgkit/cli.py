@@ -21,6 +21,7 @@ except ImportError:  # pragma: no cover - older typer depends on click
 
 from mgkit import __version__
 from mgkit.errors import MgkitError, UsageError
+from mgkit.options import Opt, options_of, parse
 
 app = typer.Typer(
     name="mgkit",
@@ -124,7 +125,7 @@ class OneLineErrors(TyperCommand):
             _fail(f"{' '.join(e.format_message().split())} (see mgkit {where} --help)", 2)
 
 
-def _parameter(name: str, o: Any, stage: str) -> inspect.Parameter:
+def _parameter(name: str, o: Opt, stage: str) -> inspect.Parameter:
     """The typer parameter of one declared option: text in, checked by options.coerce."""
     text = Optional[list[str]] if o.multiple else Optional[str]
     if o.argument:
@@ -152,8 +153,6 @@ def _declared(command: str, group: typer.Typer = app, interrupted: str = INTERRU
     `fn` receives the values checked and defaulted by options.parse as keyword arguments (or, with
     `raw`, the text as given, for train/guide whose values meet a YAML file first).
     """
-    from mgkit.options import options_of, parse
-
     declared = options_of(command)
     sub = command.split()[-1]
 
@@ -333,7 +332,7 @@ family where marked). Exit codes: 0 done, 2 bad usage (nothing written), 1 bad d
 
 def _fit(stage: str, given: dict[str, Any]) -> None:
     from mgkit.config import build_config
-    from mgkit.options import RUN_CONFIG, RUN_TAIL, parse
+    from mgkit.options import RUN_CONFIG, RUN_TAIL
 
     extras = parse({"config": RUN_CONFIG, **RUN_TAIL}, {k: given.pop(k) for k in ("config", *RUN_TAIL)})
     # Every option is checked before any data file is opened, network built or run directory written:

@@ -126,7 +126,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         if not (isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT):
             raise FormatError(f"{path}: not a readable checkpoint ({first.__class__.__name__})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise FormatError(f"{path}: not an mgkit checkpoint (for plain weights files use --weights)")
+        raise FormatError(f"{path}: not an mgkit checkpoint (a plain weights file can start a run: mgkit train --weights)")
     ckpt["model"] = net_state(ckpt["model"])
     return ckpt
 
