@@ -393,6 +393,41 @@ def export_cmd(*, checkpoint: Path, out: Path, as_json: bool) -> None:
          lambda s: typer.echo(f"wrote {s['out']}: {s['model']} with {len(s['classes'])} classes ({s['tensors']} tensors)"))
 
 
+# ------------------------------------------------------------------------------------------------ weights
+weights_app = typer.Typer(help="ImageNet weights in the torch hub cache ($TORCH_HOME/hub/checkpoints).",
+                          no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
+
+
+def _show_weights(rows: list[dict[str, Any]]) -> None:
+    for r in rows:
+        state = f"cached, {r['bytes'] / 2**20:.1f} MiB" if r["cached"] else "missing"
+        typer.echo(f"{r['model']:<14} {state:<20} {r['path']}\n{'':<14} from {r['url']} ({r['source']})")
+
+
+@_declared("weights list", weights_app)
+def weights_list_cmd(*, as_json: bool) -> None:
+    """Each model's ImageNet weights file: where it comes from, where it goes, whether it is there."""
+    from mgkit.weights import describe
+
+    rows = describe()
+    emit({"weights": rows}, as_json, lambda s: _show_weights(s["weights"]))
+
+
+@_declared("weights download", weights_app)
+def weights_download_cmd(*, models: list[str], everything: bool, force: bool, quiet: bool, as_json: bool) -> None:
+    """Fetch ImageNet weights ahead of time (e.g. on a cluster's login node), checking published hashes.
+
+    \b
+    Example:
+      mgkit weights download --all
+    """
+    from mgkit.weights import download_many
+
+    rows = download_many(models, everything=everything, force=force, quiet=quiet)
+    emit({"weights": rows}, as_json, lambda s: _show_weights(s["weights"]))
+
+
 # ------------------------------------------------------------------------------------------------- tables
 
 

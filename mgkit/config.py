@@ -95,7 +95,7 @@ class RunConfig:
     device: str = _field(options.DEVICE)
     amp: str = _field(options.AMP, help=options.AMP.help + " Training: CUDA only.")
     channels_last: bool = _opt(False, "--channels-last", "channels_last memory format.", "bool", negatable=True)
-    workers: int = _field(options.WORKERS, default=2)
+    workers: int | None = _field(options.WORKERS)
     eval_every: int = _opt(1, "--eval-every", "Validate every k epochs (and after the last).", "int", lo=1)
     min_f1: float | None = _opt(None, "--min-f1", "Stop when validation F1 falls below this (reference --min_fscore).",
                                 "float", lo=0, hi=1, default_help="none: never stop early")

@@ -7,8 +7,8 @@ default attributions, whether IntGrad is exact, explanation mode, guidance layer
 `family_of(name)` gives the record without building a network. `GuidedModel` wraps the network with its
 record, so nothing outside this file branches on a family name.
 
-Weights are never downloaded: ImageNet weights are read from the torch hub cache
-(`torch.hub.get_dir()/checkpoints/<file>`), anything else from a file passed as `weights=`.
+ImageNet weights are read from the torch hub cache (`torch.hub.get_dir()/checkpoints/<file>`) and
+downloaded there first when missing (`mgkit.weights`); anything else comes from a file passed as `weights=`.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from bcos.modules import BcosConv2d, norms
 from torch import Tensor, nn
 
 from mgkit import registry, xdnn
+from mgkit import weights as imagenet_weights
 from mgkit.errors import FormatError, MgkitError, UsageError
 from mgkit.registry import LAYERS, FamilyFacts
 
@@ -299,7 +300,6 @@ class _Spec:
     family: str
     build: Callable[[], nn.Module]  # the ImageNet-shaped network (1000 classes)
     head_key: str  # state-dict key of the classifier weight: tells ImageNet files from K-class files
-    pretrained: Callable[[], tuple[str, str]] | None  # -> (file name in the hub cache, where it comes from)
 
 
 _REGISTRY: dict[str, _Spec] = {}
@@ -308,35 +308,23 @@ _REGISTRY: dict[str, _Spec] = {}
 _Builder = Callable[[], nn.Module]
 
 
-def _register(name: str, head_key: str,
-              pretrained: Callable[[], tuple[str, str]] | None) -> Callable[[_Builder], _Builder]:
-    """Attach the constructor of the ImageNet-shaped network to the registry's model `name` (timm-style)."""
+def _register(name: str, head_key: str) -> Callable[[_Builder], _Builder]:
+    """Attach the constructor of the ImageNet-shaped network to the registry's model `name` (timm-style);
+    its ImageNet weights file, if any, is `mgkit.weights.WEIGHTS[name]`."""
 
     def decorator(build: _Builder) -> _Builder:
-        _REGISTRY[name] = _Spec(name, registry.MODELS[name], build, head_key, pretrained)
+        _REGISTRY[name] = _Spec(name, registry.MODELS[name], build, head_key)
         return build
 
     return decorator
 
 
-def _torchvision_file(weights: str) -> tuple[str, str]:
-    url = getattr(torchvision.models, weights).IMAGENET1K_V1.url
-    return url.rsplit("/", 1)[-1], url
-
-
-def _bcos_file(arch: str) -> tuple[str, str]:
-    from bcos.models.pretrained import URLS  # slow import (pulls in the package's experiment configs)
-
-    url = URLS["bcos_final"][arch]
-    return url.rsplit("/", 1)[-1], url
-
-
-@_register("resnet18", "fc.weight", partial(_torchvision_file, "ResNet18_Weights"))
+@_register("resnet18", "fc.weight")
 def _resnet18() -> nn.Module:
     return torchvision.models.resnet18(weights=None)
 
 
-@_register("resnet50", "fc.weight", partial(_torchvision_file, "ResNet50_Weights"))
+@_register("resnet50", "fc.weight")
 def _resnet50() -> nn.Module:
     return torchvision.models.resnet50(weights=None)
 
@@ -353,23 +341,22 @@ def _bcos_resnet(entry: str) -> nn.Module:
     )
 
 
-@_register("bcos-resnet18", "fc.linear.weight", partial(_bcos_file, "resnet_18"))
+@_register("bcos-resnet18", "fc.linear.weight")
 def _bcos_resnet18() -> nn.Module:
     return _bcos_resnet("resnet18")
 
 
-@_register("bcos-resnet50", "fc.linear.weight", partial(_bcos_file, "resnet_50"))
+@_register("bcos-resnet50", "fc.linear.weight")
 def _bcos_resnet50() -> nn.Module:
     return _bcos_resnet("resnet50")
 
 
-@_register("xdnn-resnet18", "fc.weight", None)  # a small test model: no ImageNet weights exist
+@_register("xdnn-resnet18", "fc.weight")  # a small test model: no ImageNet weights exist
 def _xdnn_resnet18() -> nn.Module:
     return xdnn.xdnn_resnet18()
 
 
-@_register("xdnn-resnet50", "fc.weight",
-           lambda: ("xfixup_resnet50_model_best.pth.tar", "github.com/visinf/fast-axiomatic-attribution"))
+@_register("xdnn-resnet50", "fc.weight")
 def _xdnn_resnet50() -> nn.Module:
     return xdnn.xdnn_resnet50()
 
@@ -436,20 +423,6 @@ class GuidedModel(nn.Module):
 # Weights
 # --------------------------------------------------------------------------------------------------
 _WRAPPER_KEYS = ("model", "state_dict", "model_state_dict")
-
-
-def _pretrained_path(spec: _Spec) -> Path:
-    """The cached ImageNet weights of `spec`; never downloads."""
-    if spec.pretrained is None:
-        raise MgkitError(f"no ImageNet weights exist for {spec.name}; pass --weights PATH or train from scratch.")
-    filename, source = spec.pretrained()
-    path = Path(torch.hub.get_dir()) / "checkpoints" / filename
-    if not path.is_file():
-        raise MgkitError(
-            f"ImageNet weights for {spec.name} are not available offline: put {filename} "
-            f"(from {source}) into {path.parent}/, or pass --weights PATH."
-        )
-    return path
 
 
 def _strip_prefix(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
@@ -548,8 +521,8 @@ def create_model(name: str, num_classes: int, *, pretrained: bool = False,
                  weights: str | Path | None = None) -> GuidedModel:
     """Build model `name` with a `num_classes`-way head.
 
-    pretrained: start from the ImageNet weights in the torch hub cache (raises MgkitError naming the
-        file to put there when it is absent; nothing is downloaded).
+    pretrained: start from the ImageNet weights in the torch hub cache, downloaded there first when
+        missing (`mgkit.weights.ensure`; offline, MgkitError naming the URL and the cache path).
     weights: a checkpoint file (see `read_state_dict`). A file with an ImageNet (1000-class) head is
         loaded before the head is replaced, a K-class file after. It defines every parameter, so
         `pretrained` is not used when `weights` is given.
@@ -566,7 +539,7 @@ def create_model(name: str, num_classes: int, *, pretrained: bool = False,
         source = Path(weights)
         state = read_state_dict(source)
     elif pretrained:
-        source = _pretrained_path(spec)
+        source = imagenet_weights.ensure(name)
         state = read_state_dict(source)
 
     family = FAMILIES[spec.family]

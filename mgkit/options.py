@@ -212,7 +212,8 @@ SEED = Opt("--seed", "int", "Seed of initialisation, data order and target sampl
 DEVICE = Opt("--device", "choice", "auto: CUDA, else MPS, else CPU.", default="auto", choices=DEVICES)
 AMP = Opt("--amp", "choice", "Mixed precision: bf16 autocast for forward and attribution; maps and metrics stay "
           "float32.", default="none", choices=("none", "bf16"))
-WORKERS = Opt("--workers", "int", "DataLoader worker processes (0: load in the main process).", default=0, lo=0)
+WORKERS = Opt("--workers", "int", "DataLoader worker processes (0: load in the main process).", lo=0,
+              default_help="0 on the CPU, up to 8 on CUDA")
 EVAL_BATCH_SIZE = Opt("--eval-batch-size", "int", "Images per evaluation batch.", default=64, lo=1)
 IOU_THRESHOLD = Opt("--iou-threshold", "float", "Fixed IoU threshold on min-max normalised maps (reference 0.5).",
                     default=0.5, lo=0, hi=1)
@@ -234,7 +235,8 @@ _PREPARE_COMMON = {
     "bbox_frac": Opt("--bbox-frac", "float", "Fraction of training images whose boxes may be used for guidance.",
                      default=1.0, lo=0, hi=1),
     "seed": replace(SEED, help="Seed for the --bbox-frac subsample (and any generated split)."),
-    "workers": replace(WORKERS, help="Parallel image-decoding processes (0: in-process)."),
+    "workers": replace(WORKERS, help="Parallel image-decoding processes (0: in-process).", default=0,
+                       default_help=None),
     "force": FORCE,
 }
 _SKIP_BAD = Opt("--skip-bad", "bool", "Skip unreadable images or annotations and count them, instead of stopping.",
@@ -359,8 +361,8 @@ EVALUATE = {
                            "protocol); none: no chosen threshold.", default="val"),
     "attribution": _EVAL_SHARED["attribution"], "layer": _EVAL_SHARED["layer"], "maps": _EVAL_SHARED["maps"],
     "baseline": _BASELINE,
-    "pareto": Opt("--pareto", "path", "Guided run directories: evaluate every Pareto checkpoint and write the "
-                  "merged front (repeatable).", multiple=True),
+    "pareto": Opt("--pareto", "path", "Guided run directories (the λ runs of one configuration): their validation "
+                  "Pareto fronts merged into one on validation metrics, and that set evaluated.", multiple=True),
     **{k: _EVAL_SHARED[k] for k in ("experiment", "out", "seed", "device", "eval_batch_size", "workers", "amp")},
     "iou_threshold": IOU_THRESHOLD,
     "ig_steps": _IG_STEPS_CAPTUM,
@@ -426,6 +428,14 @@ RUN_TAIL = {
     "as_json": JSON,
 }
 
+WEIGHTS_LIST = {"as_json": JSON}
+WEIGHTS_DOWNLOAD = {
+    "models": Opt("MODEL", "text", "Model names (see `mgkit weights list`).", argument=True, multiple=True),
+    "everything": Opt("--all", "bool", "Every known weights file.", default=False),
+    "force": Opt("--force", "bool", "Download again even when the file is cached.", default=False),
+    **_TAIL,
+}
+
 COMMANDS: dict[str, dict[str, Opt]] = {
     "prepare synthetic": PREPARE_SYNTHETIC,
     "prepare voc": PREPARE_VOC,
@@ -439,6 +449,8 @@ COMMANDS: dict[str, dict[str, Opt]] = {
     "explain": EXPLAIN,
     "export": EXPORT,
     "tables": TABLES,
+    "weights list": WEIGHTS_LIST,
+    "weights download": WEIGHTS_DOWNLOAD,
 }
 """The options of every command but train and guide, whose options are `config.RunConfig`'s fields."""
 

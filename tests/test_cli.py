@@ -207,7 +207,7 @@ def test_help_fits_80_columns_and_shows_defaults(command):
     flat = re.sub(r"\s+", " ", text).replace("- ", "-")  # click wraps after hyphens
     assert "[default: per model family: 1e-4 B-cos, 1e-5 others]" in flat  # --lr
     assert "[default: per model family: 64 B-cos, 16 others]" in flat  # --batch-size
-    assert "--workers INTEGER" in text and "[default: 2]" in flat
+    assert "--workers INTEGER" in text and "[default: 0 on the CPU, up to 8 on CUDA]" in flat
     assert "One of: resnet18, resnet50, bcos-resnet18" in flat  # --model choices listed
     if command == "guide":
         assert "--loss [energy|l1|ppce|rrr|energy-size]" in text

@@ -119,5 +119,5 @@ def test_differences_name_flags_and_allow_resumable_changes():
 def test_help_defaults_are_generated_from_the_family_table():
     assert C.default_text("lr", "train") == "per model family: 1e-4 B-cos, 1e-5 others"
     assert C.default_text("epochs", "guide") == "50"
-    assert C.default_text("lam", "guide") == "1e-3" and C.default_text("workers", "train") == "2"
+    assert C.default_text("lam", "guide") == "1e-3" and C.default_text("workers", "train") == "0 on the CPU, up to 8 on CUDA"
     assert math.isclose(float(C.default_text("lam", "guide")), C.DEFAULTS["lam"])

@@ -67,6 +67,7 @@ class Point:
     metrics: dict[str, Any] = field(default_factory=dict)
     seconds_per_epoch: float | None = None
     run: str | None = None
+    selected_on: str | None = None  # pareto entries: the split whose front selected the checkpoint
 
     def m(self, key: str) -> float | None:
         v = self.metrics.get(key)
@@ -161,8 +162,12 @@ def to_points(sources: Iterable[Source]) -> tuple[list[Point], dict[str, int]]:
                     raise FormatError(f"{path}: pareto entries[{i}] is not an object")
                 ev = e.get("evaluation") or rec.get("evaluation") or {}
                 merged = {**e, "identity": e.get("identity") or rec.get("identity")}
-                points.append(_point(path, merged, _need(e, "metrics", path, f"entries[{i}]."), ev,
-                                     ev.get("split"), {**e, "experiment": rec.get("experiment", e.get("experiment"))}))
+                p = _point(path, merged, _need(e, "metrics", path, f"entries[{i}]."), ev,
+                           ev.get("split"), {**e, "experiment": rec.get("experiment", e.get("experiment"))})
+                # records written before selection moved to validation have no "selection": their
+                # front was taken on the evaluated split
+                p.selected_on = (rec.get("selection") or {}).get("split") or ev.get("split")
+                points.append(p)
         elif kind == "shift" and isinstance(rec.get("splits"), dict):
             ev = rec.get("evaluation") or {}
             for split, metrics in sorted(rec["splits"].items()):

@@ -90,7 +90,9 @@ def test_other_experiments(tmp_path):
     assert (e["reversed_worst_mean"], e["reversed_worst_std"], e["reversed_overall_mean"]) == ("56.0", "1.4", "71.0")
     md = (t / "shift-waterbirds-test.md").read_text()
     assert "Conv. worst" in md and "Rev. overall" in md and "56.0 (±1.4)" in md
-    assert sorted(summary["experiments"]) == ["annotations", "depth", "dilation", "main", "segmentation", "shift"]
+    # the Waterbirds shift records are real data: the paper's Table 1 is printed beside them
+    assert sorted(summary["experiments"]) == ["annotations", "depth", "dilation", "main", "paper", "segmentation",
+                                              "shift"]
 
 
 def test_mixed_data_sets_refused(tmp_path):
@@ -164,3 +166,23 @@ def test_experiment_field(tmp_path):
                                 record(f1=0.5, epg=0.5, loss="energy"), record(f1=0.5, epg=0.5)])
     points, _ = to_points(load([path]))
     assert [p.experiment for p in points] == ["annotations", "depth", "main", None]
+
+
+def test_report_says_which_split_selected_the_pareto_sets(tmp_path):
+    from fabricate import pareto
+
+    recs = [record("bcos-resnet18", None, f1=0.80, epg=0.40, iou=0.10),
+            pareto([record("bcos-resnet18", "energy", f1=0.79, epg=0.70, iou=0.12)])]
+    recs[1]["selection"] = {"split": "val", "metrics": ["f1", "epg", "iou"], "bin_width": 0.005, "pool": 4,
+                            "selected": 1}
+    write(tmp_path / "res" / "val.json", recs)
+    points, _ = to_points(load([tmp_path / "res"]))
+    assert [p.selected_on for p in points] == [None, "val"]
+    build([tmp_path / "res"], tmp_path / "out" / "tables", quiet=True, plots=False)
+    text = (tmp_path / "out" / "paper-tables.md").read_text()
+    assert "Pareto sets selected on split `val`" in text and "not the paper's protocol" not in text
+
+    del recs[1]["selection"]  # an older record: its front was taken on the split it reports
+    write(tmp_path / "res" / "val.json", recs)
+    build([tmp_path / "res"], tmp_path / "out" / "tables", quiet=True, plots=False)
+    assert "Sets selected on `test` itself" in (tmp_path / "out" / "paper-tables.md").read_text()
