@@ -106,18 +106,33 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
 def check_output(out: str | Path, *, flag: str = "--out", inputs: Iterable[str | Path | None] = (),
                  force: bool = True, folder: bool = False) -> Path:
     """Refuse an output path that cannot be written, before any work is done.
 
-    Refused: a path that is (or resolves to) one of the command's `inputs` (writing there would destroy
-    an input); a folder where a file is wanted (or a file where a run folder is wanted, `folder=True`);
+    Refused: a path that is (or resolves to) one of the command's `inputs`, or an existing file inside an
+    input folder (writing there would destroy an input or a file the command reads); a folder where a file is wanted (or a file where a run folder is wanted, `folder=True`);
     an existing file without `force`; a parent that is a file; a parent folder that cannot be written.
     """
     out = Path(out)
     for source in inputs:
-        # (an input folder may take outputs beside the files it holds: only an input file is destroyed)
-        if source is not None and _same_file(out, Path(source)) and not Path(source).is_dir():
+        if source is None:
+            continue
+        source = Path(source)
+        # an input folder may take new outputs (tables beside the records), not replace a file it holds
+        if source.is_dir():
+            if out.is_file() and _inside(out, source):
+                raise UsageError(f"{flag} {out} is a file inside {source}, an input of this command; writing "
+                                 f"it would destroy what the command reads (choose another {flag})")
+        elif _same_file(out, source):
             raise UsageError(f"{flag} {out} is also an input of this command; writing it would destroy that "
                              f"input (choose another {flag})")
     if folder:

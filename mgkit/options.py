@@ -22,8 +22,6 @@ from mgkit.errors import UsageError
 from mgkit.registry import (ATTRIBUTIONS, CAPTUM_PREFIX, DEVICES, LAYERS, REFERENCE_DATASETS, SYNTHETIC_SPURIOUS,
                              SYNTHETIC_TASKS, WATERBIRDS_TASKS)
 
-REQUIRED = ...  # default of a required option (typer's spelling)
-
 
 @dataclass(frozen=True)
 class Opt:
@@ -102,10 +100,6 @@ class Opt:
             return "on" if self.default else "off"
         return fmt(self.default)
 
-    def where(self) -> str:
-        """How messages name it."""
-        return self.flag
-
 
 def fmt(v: Any) -> str:
     """1e-4 rather than 0.0001; 64 rather than 64.0."""
@@ -131,7 +125,7 @@ def coerce(o: Opt, value: Any, where: str | None = None) -> Any:
 
     Paths come back as str (a run configuration stores them so); `parse` makes them Paths.
     """
-    where = where or o.where()
+    where = where or o.flag
 
     def bad(detail: str = "") -> UsageError:
         shown = f"{value!r}" if isinstance(value, str) else _kind_of(value)
@@ -195,7 +189,7 @@ def parse(options: dict[str, Opt], given: dict[str, Any]) -> dict[str, Any]:
         raw = given.get(name)
         if raw is None or (o.multiple and len(raw) == 0):
             if o.required:
-                raise UsageError(f"{o.where()} is required")
+                raise UsageError(f"{o.flag} is required")
             values[name] = [] if o.multiple else o.default
             continue
         items = [coerce(o, v) for v in raw] if o.multiple else [coerce(o, raw)]

@@ -232,6 +232,8 @@ OWN_INPUT = [
     ("evaluate-data", ["evaluate", "in.pt", "--data", "in.h5", "--out", "./in.h5"], "--out in.h5 is also an input"),
     ("evaluate-baseline", ["evaluate", "in.pt", "--data", "in.h5", "--baseline", "in.json", "--out", "in.json"],
      "--out in.json is also an input"),
+    ("evaluate-pareto", ["evaluate", "--pareto", "run", "--data", "in.h5", "--out", "run/pareto/pareto.json"],
+     "--out run/pareto/pareto.json is a file inside run, an input"),
     ("shift", ["shift", "in.pt", "--data", "in.h5", "--out", "in.pt"], "--out in.pt is also an input"),
     ("export", ["export", "in.pt", "--out", "in.pt"], "--out in.pt is also an input"),
     ("explain", ["explain", "in.png", "--data", "in.h5", "--out", "in.png"], "--out in.png is also an input"),
@@ -245,13 +247,15 @@ OWN_INPUT = [
 @pytest.mark.parametrize("argv,expected", [c[1:] for c in OWN_INPUT], ids=[c[0] for c in OWN_INPUT])
 def test_no_stage_writes_over_its_own_input(tmp_path, monkeypatch, argv, expected):
     monkeypatch.chdir(tmp_path)
-    inputs = {name: f"input {name}" for name in ("in.json", "in.h5", "in.pt", "in.png")}
+    inputs = {name: f"input {name}" for name in ("in.json", "in.h5", "in.pt", "in.png", "run/pareto/pareto.json")}
     for name, text in inputs.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     r = runner.invoke(app, argv)
     assert r.exit_code == 2, r.output
     assert expected in _one_line_error(r)
-    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == inputs  # untouched, nothing added
+    files = {p.relative_to(tmp_path).as_posix(): p.read_text() for p in tmp_path.rglob("*") if p.is_file()}
+    assert files == inputs  # untouched, nothing added
 
 
 def test_explain_refuses_a_sidecar_folder_before_drawing(tmp_path, monkeypatch):
