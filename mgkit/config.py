@@ -1,9 +1,10 @@
 """Typed run configuration for `train` and `guide`: per-family defaults < YAML file < CLI flags.
 
-Each option is declared once, as a field of `RunConfig` with an `Opt` record (flag, kind, allowed values,
-range, help, stages). The CLI builds its `train` and `guide` options from these records, YAML files and
-command-line strings go through the same `coerce`, and every value is checked here, before any data
-file is opened, network built or run directory written. `None` means "the per-family default"; there
+Each option is declared once, as a field of `RunConfig` with an `Opt` record of `mgkit.options` (flag,
+kind, allowed values, range, help, stages); options other commands share (`--seed`, `--iou-threshold`,
+...) are the shared records of `mgkit.options`. The CLI builds its `train` and `guide` options from these
+records, YAML files and command-line strings go through the same `coerce`, and every value is checked
+here, before any data file is opened, network built or run directory written. `None` means "the per-family default"; there
 are no "0 means default" values.
 """
 

@@ -1,9 +1,11 @@
-"""Model registry: every network mgkit trains is built by `create_model(name, num_classes, ...)`.
+"""The networks of the registry's models: every network mgkit trains is built by
+`create_model(name, num_classes, ...)`.
 
-Each registered name knows its family (vanilla / bcos / xdnn), how to build the ImageNet-shaped network
-and where its ImageNet weights live. Everything that depends on the family is data in ONE `Family` record
-(timm keeps such facts in a PretrainedCfg per model): input transform, K-class head, supported and
-default attributions, whether IntGrad is exact, explanation mode, guidance layers and training defaults.
+The names, their families and each family's facts (supported and default attributions, whether IntGrad
+is exact, training defaults) are `mgkit.registry`'s, light to import; this module attaches to each name
+how to build the ImageNet-shaped network, and to each family ONE `Family` record of its torch-side
+behaviour (timm keeps such facts in a PretrainedCfg per model): input transform, K-class head,
+explanation mode, guidance layers, closed-form final-layer maps.
 `family_of(name)` gives the record without building a network. `GuidedModel` wraps the network with its
 record, so nothing outside this file branches on a family name.
 
