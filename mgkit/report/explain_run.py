@@ -201,10 +201,10 @@ def explain(checkpoints: Sequence[str | Path], data: str | Path, out: str | Path
     from mgkit.engine.checkpoint import data_fingerprint, model_from_checkpoint
     from mgkit.engine.distributed import DistEnv, pick_device
 
-    if n < 1:
-        raise UsageError(f"--n must be at least 1, got {n}.")
-    if max_classes < 1:
-        raise UsageError(f"--max-classes must be at least 1, got {max_classes}.")
+    from mgkit.options import EXPLAIN, coerce
+
+    for name, value in (("n", n), ("max_classes", max_classes), ("ig_steps", ig_steps), ("seed", seed)):
+        coerce(EXPLAIN[name], value)  # the bounds `mgkit explain` declares, for callers from Python too
     if not checkpoints:
         raise UsageError("give at least one checkpoint.")
     out = Path(out)
