@@ -119,8 +119,9 @@ def check_output(out: str | Path, *, flag: str = "--out", inputs: Iterable[str |
     """Refuse an output path that cannot be written, before any work is done.
 
     Refused: a path that is (or resolves to) one of the command's `inputs`, or an existing file inside an
-    input folder (writing there would destroy an input or a file the command reads); a folder where a file is wanted (or a file where a run folder is wanted, `folder=True`);
-    an existing file without `force`; a parent that is a file; a parent folder that cannot be written.
+    input folder (writing there would destroy an input or a file the command reads); a folder where a
+    file is wanted (or a file where a run folder is wanted, `folder=True`); an existing file without
+    `force`; a parent that is a file; a parent folder that cannot be written.
     """
     out = Path(out)
     for source in inputs:

@@ -389,8 +389,8 @@ def export_cmd(*, checkpoint: Path, out: Path, as_json: bool) -> None:
     """
     from mgkit.engine.checkpoint import export_state_dict
 
-    emit(export_state_dict(checkpoint, out), as_json,
-         lambda s: typer.echo(f"wrote {s['out']}: {s['model']} with {len(s['classes'])} classes ({s['tensors']} tensors)"))
+    emit(export_state_dict(checkpoint, out), as_json, lambda s: typer.echo(
+        f"wrote {s['out']}: {s['model']} with {len(s['classes'])} classes ({s['tensors']} tensors)"))
 
 
 # ------------------------------------------------------------------------------------------------ weights

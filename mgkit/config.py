@@ -4,8 +4,8 @@ Each option is declared once, as a field of `RunConfig` with an `Opt` record of 
 kind, allowed values, range, help, stages); options other commands share (`--seed`, `--iou-threshold`,
 ...) are the shared records of `mgkit.options`. The CLI builds its `train` and `guide` options from these
 records, YAML files and command-line strings go through the same `coerce`, and every value is checked
-here, before any data file is opened, network built or run directory written. `None` means "the per-family default"; there
-are no "0 means default" values.
+here, before any data file is opened, network built or run directory written. `None` means "the
+per-family default"; there are no "0 means default" values.
 """
 
 from __future__ import annotations
