@@ -513,7 +513,7 @@ def evaluate_cmd(*, checkpoints: list[Path], pareto: list[Path], baseline: Optio
       mgkit evaluate runs/energy/checkpoints/best_f1.pt --data data/voc.h5 --split test \\
           --baseline runs/base/checkpoints/best_f1.pt --out results/energy.json
     """
-    from mgkit.engine.assess import pareto_record
+    from mgkit.engine.assess import checked_pareto_record
     from mgkit.engine.show import show_evaluation, show_pareto
 
     if pareto and checkpoints:
@@ -526,7 +526,7 @@ def evaluate_cmd(*, checkpoints: list[Path], pareto: list[Path], baseline: Optio
     ev = _evaluator(inputs=[*checkpoints, *pareto, baseline], out=out,
                     threshold_split=None if threshold_split == "none" else threshold_split, **opts)
     if pareto:
-        _write_and_show(pareto_record(ev, pareto), out, as_json, show_pareto)
+        _write_and_show(checked_pareto_record(ev, pareto), out, as_json, show_pareto)
     else:
         _write_and_show(ev.record(checkpoints[0], baseline), out, as_json, show_evaluation)
 

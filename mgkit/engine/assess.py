@@ -222,6 +222,11 @@ class Evaluator:
                              "images": res["images"], "seed": self.opts.seed}
         return sec
 
+    def check_checkpoints(self, paths: list[str | Path]) -> None:
+        """Refuse, before any pass, a checkpoint that does not fit the data or the attribution and layer."""
+        for path in paths:
+            self.setting(*self.load(path))
+
     def check_baseline(self, path: str | Path, baseline: str | Path) -> None:
         """Refuse, before any pass, a baseline that does not fit the data or cannot be scored with the
         model's attribution and layer (e.g. a B-cos attribution for a vanilla baseline)."""
@@ -317,6 +322,14 @@ def select_on_validation(run_dirs: list[str | Path]) -> tuple[list[Candidate], d
                "selected": len(chosen),
                "per_run": {str(d): sum(c.run == str(d) for c in chosen) for d in dict.fromkeys(run_dirs)}}
     return chosen, section
+
+
+def checked_pareto_record(evaluator: Evaluator, run_dirs: list[str | Path]) -> dict[str, Any]:
+    """`pareto_record`, once every selected checkpoint is known to fit the data and the attribution (a
+    mismatch is refused before the first pass, not after evaluating the others)."""
+    if run_dirs:
+        evaluator.check_checkpoints([c.path for c in select_on_validation(run_dirs)[0]])
+    return pareto_record(evaluator, run_dirs)
 
 
 def pareto_record(evaluator: Evaluator, run_dirs: list[str | Path]) -> dict[str, Any]:

@@ -246,3 +246,25 @@ def test_out_jsonl_is_one_line_that_tables_reads(runs, tiny_data, tmp_path):
     assert len(out.read_text().splitlines()) == 1
     (rec,) = read_records([out])
     assert rec["kind"] == "evaluation" and rec["evaluation"]["layer"] == "final"
+
+
+def test_pareto_checkpoints_are_all_checked_before_the_first_pass(runs, tiny_data, tmp_path, monkeypatch):
+    import shutil
+
+    from mgkit.engine.assess import Evaluator as E
+
+    from mgkit.engine.assess import select_on_validation
+
+    copies = [tmp_path / "g1", tmp_path / "g2"]
+    for run in copies:
+        shutil.copytree(runs["g_run"], run)
+    chosen, _ = select_on_validation(copies)
+    assert len(chosen) >= 2, chosen
+    shutil.copy(runs["birds"], chosen[-1].path)  # the last one evaluated: of other classes
+
+    def no_pass(*a, **k):
+        raise AssertionError("a pass ran before every checkpoint was checked")
+
+    monkeypatch.setattr(E, "pass_over", no_pass)
+    r = _invoke("evaluate", "--pareto", *copies, "--data", tiny_data, "--quiet", "--device", "cpu")
+    assert r.exit_code == 1 and "classes" in r.output and len(r.output.strip().splitlines()) == 1, r.output
