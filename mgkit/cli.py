@@ -174,11 +174,12 @@ def _declared(command: str, group: typer.Typer = app, interrupted: str = INTERRU
 
 def _prepare(plan_fn: Callable[[], Any], *, out: Path, size: int, bbox_frac: float, seed: int, force: bool,
              quiet: bool, as_json: bool, options: dict[str, Any], workers: int = 0, skip_bad: bool = False,
-             inputs: tuple[Any, ...] = ()) -> dict[str, Any]:
+             inputs: tuple[Any, ...] = (), bbox_count: Optional[int] = None) -> dict[str, Any]:
     from mgkit.data.prepare_stage import prepare_stage, recorded, render_summary
 
     summary = prepare_stage(plan_fn, out, size=size, bbox_frac=bbox_frac, seed=seed, workers=workers, force=force,
-                            skip_bad=skip_bad, quiet=quiet, options=recorded(options), inputs=inputs)
+                            skip_bad=skip_bad, quiet=quiet, options=recorded(options), inputs=inputs,
+                            bbox_count=bbox_count)
     emit(summary, as_json, render_summary)
     return summary
 
@@ -432,9 +433,10 @@ def weights_download_cmd(*, models: list[str], everything: bool, force: bool, qu
 
 
 @_declared("tables")
-def tables_cmd(*, results: list[Path], out: Path, report: Optional[Path], split: str, plots: bool, quiet: bool,
-               as_json: bool) -> None:
-    """Paper tables, Pareto plots and a claim-by-claim report from result records.
+def tables_cmd(*, results: list[Path], out: Path, report: Optional[Path], split: str, plots: bool,
+               timings: list[Path], quiet: bool, as_json: bool) -> None:
+    """Paper tables, Pareto plots and a claim-by-claim report (Markdown, and the same as one HTML page) from
+    result records.
 
     \b
     Example:
@@ -442,7 +444,7 @@ def tables_cmd(*, results: list[Path], out: Path, report: Optional[Path], split:
     """
     from mgkit.report.build import build
 
-    summary = build(results, out, report, split=split, quiet=quiet, plots=plots)
+    summary = build(results, out, report, split=split, quiet=quiet, plots=plots, timings=timings)
 
     def render(s: dict[str, Any]) -> None:
         typer.echo(f"wrote {len(s['files'])} files under {s['out']}; report {s['report']}")

@@ -285,7 +285,8 @@ class LocalizationAccumulator:
         self._grp = _GroupSums(t)
         self._bins = _GroupSums(t, size=nb)
         self._seg = torch.zeros(4, dtype=torch.float64)  # count, ratio, seg_epg, box_epg
-        self._pairs: dict[str, list[Tensor]] = {k: [] for k in ("epg", "iou", "cls", "size", "group")}
+        self._pairs: dict[str, list[Tensor]] = {k: [] for k in ("epg", "iou", "cls", "size", "group", "on_object")}
+        self._sweeps: list[Tensor] = []  # per-pair IoU at every threshold (float32), for pair_iou
 
     def update(
         self,
@@ -328,6 +329,7 @@ class LocalizationAccumulator:
         pos = maps.clamp(min=0)
         total = pos.sum(dim=(-2, -1))
         seg_sums = None
+        on_object = torch.full((p,), float("nan"), dtype=torch.float64)  # per pair; NaN: no segmentation
         if seg_masks is not None:
             sm = seg_masks.to(device=dev, dtype=maps.dtype)
             valid = (sm.sum(dim=(-2, -1)) > 0) if seg_valid is None else seg_valid.to(dev).bool().reshape(p)
@@ -337,6 +339,7 @@ class LocalizationAccumulator:
             seg_epg = torch.where(total < _EPS_ENERGY, torch.zeros_like(total), e_seg / total.clamp(min=_EPS_ENERGY))
             v = valid.to(torch.float64)
             seg_sums = torch.stack([v.sum(), (ratio.double() * v).sum(), (seg_epg.double() * v).sum(), (e * v).sum()])
+            on_object = torch.where(valid, ratio.double(), torch.full_like(ratio.double(), float("nan"))).cpu()
 
         # Per-pair results are small: move them to the host once per batch and keep float64 sums there.
         e, sweep, total, frac, cls, bins = (x.cpu() for x in (e, sweep, total, frac, cls, bins))
@@ -354,10 +357,12 @@ class LocalizationAccumulator:
         k = self.thresholds.index(self._match(self.iou_threshold))
         self._pairs["epg"].append(e)
         self._pairs["iou"].append(sweep[:, k])
+        self._sweeps.append(sweep.float())
         self._pairs["cls"].append(cls)
         self._pairs["size"].append(frac)
         # -1 marks "no group given" so per-pair columns stay aligned across updates.
         self._pairs["group"].append(grp if grp is not None else torch.full((p,), -1, dtype=torch.long))
+        self._pairs["on_object"].append(on_object)
 
     @staticmethod
     def _ids(x: Tensor | int, p: int, dev: torch.device, name: str) -> Tensor:
@@ -380,8 +385,16 @@ class LocalizationAccumulator:
         )
 
     def per_pair(self) -> dict[str, Tensor]:
-        """Per-pair EPG, IoU at ``iou_threshold``, class, box-area fraction and group (-1 if not given)."""
+        """Per-pair EPG, IoU at ``iou_threshold``, class, box-area fraction, group (-1 if not given) and
+        on-object ratio (NaN for pairs without a segmentation mask)."""
         return {k: torch.cat(v) for k, v in self._pairs.items() if v}
+
+    def pair_iou(self, threshold: float) -> Tensor:
+        """Per-pair IoU at a tracked threshold (e.g. one chosen on another split), in the order of `per_pair`."""
+        k = self.thresholds.index(self._match(threshold))
+        if not self._sweeps:
+            return torch.zeros(0, dtype=torch.float64)
+        return torch.cat([s[:, k] for s in self._sweeps]).double()
 
     def result(self, iou_threshold: float | None = None) -> dict:
         """Averages over all pairs so far; IoU values at ``iou_threshold`` (default: the fixed one)."""

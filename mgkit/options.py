@@ -245,15 +245,19 @@ def _prepare(**options: Opt) -> dict[str, Opt]:
 PREPARE_SYNTHETIC = _prepare(
     out=_H5_OUT,
     task=Opt("--task", "choice", "multilabel: K shapes with spurious context cues; birds: a Waterbirds-100 "
-             "analogue; birds-place: its place task.", default="multilabel",
-             choices=SYNTHETIC_TASKS),
+             "analogue; birds-place: its reversed task; pretrain: the shapes without cues, for a backbone that "
+             "mgkit train --weights loads.", default="multilabel", choices=SYNTHETIC_TASKS),
     num_classes=Opt("--classes", "int", "Object classes for --task multilabel.", default=6, lo=2, hi=12),
     spurious=Opt("--spurious", "float", "Cue/class co-occurrence in train and val.", lo=0, hi=1,
                  default_help="per --task: " + ", ".join(f"{v:g} {k}" for k, v in SYNTHETIC_SPURIOUS.items())),
     n_train=Opt("--train", "int", "Training images.", default=1500, lo=1),
     n_val=Opt("--val", "int", "Validation images.", default=300, lo=1),
-    n_test=Opt("--test", "int", "Test images (and as many in test_shifted).", default=600, lo=1),
+    n_test=Opt("--test", "int", "Test images (multilabel: as many again in test_decorrelated and in test_shifted).",
+               default=600, lo=1),
     size=replace(SIZE, default=128),
+    bbox_count=Opt("--bbox-count", "int", "Annotate exactly this many training images (an absolute budget: the "
+                   "paper's 1 % of VOC is about 25 images); --bbox-frac then names the condition it stands for.",
+                   lo=0),
 )
 PREPARE_VOC = _prepare(
     root=Opt("--root", "path", "The VOCdevkit folder (holding VOC2007/).", required=True),
@@ -408,6 +412,8 @@ TABLES = {
     "split": Opt("--split", "text", "Evaluation split the tables compare (shift records keep their splits).",
                  default="test"),
     "plots": Opt("--plots", "bool", "Also draw the Pareto plots (PNG and PDF).", default=True, negatable=True),
+    "timings": Opt("--timings", "path", "JSON lines of benchmarks/bench_train.py --one guided/<fam>/<layer> --json, "
+                   "timed alone (claim 9's speed); repeatable.", multiple=True),
     **_TAIL,
 }
 

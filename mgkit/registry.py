@@ -91,8 +91,8 @@ def is_known_attribution(method: str) -> bool:
 
 
 # Data sources: the choices `mgkit prepare` offers (the source modules read them from here).
-SYNTHETIC_TASKS: tuple[str, ...] = ("multilabel", "birds", "birds-place")
-SYNTHETIC_SPURIOUS: dict[str, float] = {"multilabel": 0.9, "birds": 1.0, "birds-place": 1.0}
+SYNTHETIC_TASKS: tuple[str, ...] = ("multilabel", "birds", "birds-place", "pretrain")
+SYNTHETIC_SPURIOUS: dict[str, float] = {"multilabel": 0.9, "birds": 1.0, "birds-place": 1.0, "pretrain": 0.0}
 """Default cue/class co-occurrence in train and val, per synthetic task."""
 WATERBIRDS_TASKS: tuple[str, ...] = ("bird", "place")
 REFERENCE_DATASETS: tuple[str, ...] = ("voc", "coco")

@@ -22,7 +22,7 @@ from PIL import Image, ImageFile
 
 from mgkit.artifacts import provenance as base_provenance
 from mgkit.data.format import DatasetWriter, Sample, select_annotated
-from mgkit.errors import MgkitError
+from mgkit.errors import MgkitError, UsageError
 from mgkit.progress import Reporter
 
 # Guidance subsample applies to this split only; val/test keep every box for evaluation.
@@ -187,7 +187,8 @@ def empty_split_warning(split: str, records: int, skipped: int) -> str:
 
 
 def _write_split(writer: DatasetWriter, plan: SourcePlan, split: str, results: Any, rep: Reporter,
-                 stop: _StopRequests, *, skip_bad: bool, bbox_frac: float, seed: int) -> tuple[dict[str, Any], int]:
+                 stop: _StopRequests, *, skip_bad: bool, bbox_frac: float, seed: int,
+                 bbox_count: int | None) -> tuple[dict[str, Any], int]:
     """Write one split from its loaded `results`; its summary entry and the number of images written."""
     records = plan.splits[split]
     sw = writer.add_split(split, len(records), segmentation=split in plan.segmentation_splits,
@@ -207,7 +208,7 @@ def _write_split(writer: DatasetWriter, plan: SourcePlan, split: str, results: A
     if not plan.has_boxes:
         annotated = np.zeros(sw.n, dtype=bool)
     elif split == GUIDANCE_SPLIT:
-        annotated = select_annotated(sw.n, bbox_frac, seed)
+        annotated = select_annotated(sw.n, bbox_frac, seed, bbox_count)
     else:
         annotated = np.ones(sw.n, dtype=bool)
     sw.finish(annotated)
@@ -220,10 +221,17 @@ def _write_split(writer: DatasetWriter, plan: SourcePlan, split: str, results: A
 
 def run_prepare(plan: SourcePlan, out: str | Path, *, size: int, bbox_frac: float, seed: int,
                 workers: int = 0, force: bool = False, skip_bad: bool = False,
-                options: dict[str, Any] | None = None, quiet: bool = False) -> dict[str, Any]:
-    """Write `plan` to `out` atomically and return a summary (counts per split, skipped files)."""
+                options: dict[str, Any] | None = None, quiet: bool = False,
+                bbox_count: int | None = None) -> dict[str, Any]:
+    """Write `plan` to `out` atomically and return a summary (counts per split, skipped files).
+
+    `bbox_count` annotates exactly that many training images instead of int(bbox_frac * n); bbox_frac is
+    then recorded as the condition the budget stands for (e.g. 0.01 for "1 % of VOC ~ 25 images")."""
     if not 0.0 <= bbox_frac <= 1.0:
         raise MgkitError(f"--bbox-frac must lie in [0, 1], got {bbox_frac}")
+    n_guide = len(plan.splits.get(GUIDANCE_SPLIT, []))
+    if bbox_count is not None and not 0 <= bbox_count <= n_guide:
+        raise UsageError(f"--bbox-count {bbox_count} must lie in [0, {n_guide}] (the {GUIDANCE_SPLIT} split's images)")
     out = Path(out)
     if out.exists() and not force:
         raise MgkitError(f"{out} already exists; pass --force to overwrite it")
@@ -243,7 +251,7 @@ def run_prepare(plan: SourcePlan, out: str | Path, *, size: int, bbox_frac: floa
             for split, records in plan.splits.items():
                 results = pool.imap(load, records, chunksize=8) if pool else map(load, records)
                 entry, skipped = _write_split(writer, plan, split, results, rep, stop, skip_bad=skip_bad,
-                                              bbox_frac=bbox_frac, seed=seed)
+                                              bbox_frac=bbox_frac, seed=seed, bbox_count=bbox_count)
                 summary["splits"][split] = entry
                 if entry["images"] == 0:
                     summary["warnings"].append(empty_split_warning(split, len(records), skipped))

@@ -27,7 +27,7 @@ def check_request(out: Path, *, force: bool, size: int | None = None, inputs: tu
 
 def prepare_stage(plan_fn: Callable[[], SourcePlan], out: Path, *, size: int, bbox_frac: float, seed: int,
                   workers: int, force: bool, skip_bad: bool, quiet: bool, options: dict[str, Any],
-                  inputs: tuple[Path | None, ...] = ()) -> dict[str, Any]:
+                  inputs: tuple[Path | None, ...] = (), bbox_count: int | None = None) -> dict[str, Any]:
     """Check, plan (`plan_fn` reads the source), write the file, report notes and warnings; the summary.
 
     `inputs` are the source paths the command reads (an --out among them is refused).
@@ -41,9 +41,12 @@ def prepare_stage(plan_fn: Callable[[], SourcePlan], out: Path, *, size: int, bb
     for warning in plan.warnings:
         _warn(warning)
     opts = {**options, "size": size, "bbox_frac": bbox_frac, "seed": seed, "skip_bad": skip_bad}
+    if bbox_count is not None:
+        opts["bbox_count"] = bbox_count
     try:
         summary = prepare.run_prepare(plan, out, size=size, bbox_frac=bbox_frac, seed=seed, workers=workers,
-                                      force=force, skip_bad=skip_bad, options=opts, quiet=quiet)
+                                      force=force, skip_bad=skip_bad, options=opts, quiet=quiet,
+                                      bbox_count=bbox_count)
     except OSError as e:  # disk full, folder removed meanwhile, ...: the temporary file is already gone
         reason = e.strerror or (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise MgkitError(f"{e.filename or out}: writing the data set failed ({reason}); nothing was written") from None

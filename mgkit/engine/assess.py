@@ -211,7 +211,7 @@ class Evaluator:
         if tsplit is not None and tsplit == split:
             chosen = res["localization"]["best_threshold"]
             res["localization"]["iou_chosen"] = res["localization"]["best_iou"]
-        sec = result_sections(res, info.classes, self.ctx.group_names.get(split))
+        sec = result_sections(res, info.classes, self.ctx.group_names.get(split), keep_per_image=True)
         if tsplit is None:
             sec["metrics"]["iou_chosen"] = None
         if not res["finite_logits"]:

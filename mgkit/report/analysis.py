@@ -54,13 +54,19 @@ def std_or_none(values: Iterable[float | None]) -> float | None:
     return statistics.stdev(v) if len(v) > 1 else None  # undefined for one record
 
 
-def best_at(points: list[Point], metric: str, base_f1: float | None, drop: float) -> tuple[float, float] | None:
-    """(best metric, its F1) over points with F1 >= base_f1 - drop; None when none qualifies."""
+def best_point(points: list[Point], metric: str, base_f1: float | None, drop: float) -> Point | None:
+    """The point with the best metric (ties: higher F1) among those with F1 >= base_f1 - drop."""
     if base_f1 is None:
         return None
-    ok = [(p.m(metric), p.m("f1")) for p in points]
-    ok = [(v, f) for v, f in ok if v is not None and f is not None and f >= base_f1 - drop - 1e-12]
-    return max(ok) if ok else None
+    ok = [p for p in points if p.m(metric) is not None and p.m("f1") is not None
+          and p.m("f1") >= base_f1 - drop - 1e-12]
+    return max(ok, key=lambda p: (p.m(metric), p.m("f1")), default=None)
+
+
+def best_at(points: list[Point], metric: str, base_f1: float | None, drop: float) -> tuple[float, float] | None:
+    """(best metric, its F1) over points with F1 >= base_f1 - drop; None when none qualifies."""
+    p = best_point(points, metric, base_f1, drop)
+    return None if p is None else (p.m(metric), p.m("f1"))
 
 
 def front(points: list[Point], metric: str) -> list[tuple[float, float]]:
@@ -104,9 +110,19 @@ class Analysis:
 
     def baseline(self, p: Point) -> dict[str, Any] | None:
         """Mean baseline metrics for the configuration of `p` (None when no baseline was evaluated)."""
-        pts = self._baselines.get(self._bkey(p))
+        pts = self.baseline_points(p)
         if not pts:
             return None
+        keys = ("f1", "epg", "iou", "on_object")
+        out: dict[str, Any] = {k: mean_or_none(self.value(b, k) for b in pts) for k in keys}
+        out["n"] = len(pts)
+        return out
+
+    def baseline_points(self, p: Point) -> list[Point]:
+        """The baseline points averaged for the configuration of `p`: per run (seed) its best-F1 ones."""
+        pts = self._baselines.get(self._bkey(p))
+        if not pts:
+            return []
         # Several points of one baseline run (epochs): its best-F1 ones, the checkpoint guidance starts from
         # (several records of that checkpoint, e.g. with and without segmentation masks, share its F1).
         runs: dict[tuple, list[Point]] = defaultdict(list)
@@ -116,10 +132,7 @@ class Analysis:
         for group in runs.values():
             top = max((b.m("f1") for b in group if b.m("f1") is not None), default=None)
             pts += [b for b in group if b.m("f1") == top]
-        keys = ("f1", "epg", "iou", "on_object")
-        out: dict[str, Any] = {k: mean_or_none(self.value(b, k) for b in pts) for k in keys}
-        out["n"] = len(pts)
-        return out
+        return pts
 
     def guided(self, experiment: str) -> list[Point]:
         """Guided points of an experiment, plus the main-comparison points that are its reference condition

@@ -67,6 +67,7 @@ class Point:
     metrics: dict[str, Any] = field(default_factory=dict)
     seconds_per_epoch: float | None = None
     run: str | None = None
+    per_image: dict[str, Any] | None = None  # encoded per-image sums (mgkit.bootstrap), for paired comparisons
     selected_on: str | None = None  # pareto entries: the split whose front selected the checkpoint
 
     def m(self, key: str) -> float | None:
@@ -133,7 +134,7 @@ def _point(path: str, rec: dict[str, Any], metrics: dict[str, Any], ev: dict[str
         dilate=float(ident.get("dilate") or 0.0), seed=ident.get("seed"), targets=ident.get("targets"),
         eattr=ev.get("attribution"), elayer=ev.get("layer"), split=split, metrics=metrics,
         seconds_per_epoch=(training or {}).get("seconds_per_epoch") or rec.get("seconds"),
-        run=ident.get("run"),
+        run=ident.get("run"), per_image=rec.get("per_image") if isinstance(rec.get("per_image"), dict) else None,
     )
 
 

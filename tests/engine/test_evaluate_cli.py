@@ -164,9 +164,11 @@ def test_shift_multilabel_drop_and_baseline(runs, tiny_data, tmp_path):
                 "--out", out, "--quiet", "--device", "cpu")
     assert r.exit_code == 0, r.output
     (rec,) = read_records([out])
-    assert rec["kind"] == "shift" and set(rec["splits"]) == {"test", "test_shifted"}
+    assert rec["kind"] == "shift" and set(rec["splits"]) == {"test", "test_decorrelated", "test_shifted"}
     for k in ("f1", "mAP", "epg"):
         assert rec["drop"][k] == pytest.approx(rec["splits"]["test"][k] - rec["splits"]["test_shifted"][k])
+        assert rec["drops"]["test_decorrelated"][k] == pytest.approx(
+            rec["splits"]["test"][k] - rec["splits"]["test_decorrelated"][k])
         assert rec["delta_drop"][k] == pytest.approx(rec["drop"][k] - rec["baseline"]["drop"][k])
 
 
@@ -179,6 +181,9 @@ def test_shift_groups(runs, tiny_birds):
     assert rec["metrics"]["worst_group"] == pytest.approx(min(accs))
     assert rec["metrics"]["mean_group"] == pytest.approx(sum(accs) / len(accs))
     assert rec["group_gap"] == pytest.approx(rec["metrics"]["mean_group"] - rec["metrics"]["worst_group"])
+    m = rec["splits"]["test"]  # intervals over test images (mgkit.bootstrap.group_intervals)
+    for k in ("worst_group", "mean_group", "overall"):
+        assert m[f"{k}_lo"] <= m[k] <= m[f"{k}_hi"]
 
 
 @pytest.mark.parametrize("args,code,message", [
