@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from mgkit import results
-from mgkit.attribution import METHODS, PostProcess, evaluation_maps, post_process
+from mgkit.attribution import PostProcess, evaluation_maps, post_process
 from mgkit.data.format import open_dataset
 from mgkit.data.loader import H5Split, default_workers, make_loader
 from mgkit.engine.checkpoint import CheckpointInfo, data_fingerprint, model_from_checkpoint
@@ -26,10 +26,9 @@ from mgkit.engine.rundir import Run
 from mgkit.errors import MgkitError, UsageError
 from mgkit.losses import LOSS_POSTPROCESS
 from mgkit.metrics import pareto_front
-from mgkit.models import LAYERS, GuidedModel
+from mgkit.models import GuidedModel
 from mgkit.progress import Reporter, log
 
-MAPS = ("raw", "reference")
 PARETO_KEYS = ("f1", "epg", "iou")
 DELTA_KEYS = ("f1", "precision", "recall", "accuracy", "mAP", "epg", "iou", "iou_chosen", "on_object",
               "worst_group", "mean_group", "overall")
@@ -56,18 +55,13 @@ class EvalOptions:
     quiet: bool = False
 
     def check(self) -> None:
-        if self.maps not in MAPS:
-            raise UsageError(f"--maps must be raw or reference, got {self.maps!r}")
-        if self.layer is not None and self.layer not in LAYERS:
-            raise UsageError(f"--layer must be one of {', '.join(LAYERS)}, got {self.layer!r}")
-        if self.attribution is not None and not self.attribution.startswith("captum:") \
-                and self.attribution not in METHODS:
-            raise UsageError(f"--attribution must be one of {', '.join(METHODS)} or captum:NAME, "
-                             f"got {self.attribution!r}")
-        if self.amp not in ("none", "bf16"):
-            raise UsageError(f"--amp must be none or bf16, got {self.amp!r}")
-        if self.eval_batch_size < 1:
-            raise UsageError("--eval-batch-size must be at least 1")
+        """Every value against its declaration in mgkit.options (what `mgkit evaluate` checks)."""
+        from mgkit.options import EVALUATE, coerce
+
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in EVALUATE and value is not None:
+                coerce(EVALUATE[f.name], value)
 
 
 @dataclass(frozen=True)
@@ -228,9 +222,24 @@ class Evaluator:
                              "images": res["images"], "seed": self.opts.seed}
         return sec
 
+    def check_checkpoints(self, paths: list[str | Path]) -> None:
+        """Refuse, before any pass, a checkpoint that does not fit the data or the attribution and layer."""
+        for path in paths:
+            self.setting(*self.load(path))
+
+    def check_baseline(self, path: str | Path, baseline: str | Path) -> None:
+        """Refuse, before any pass, a baseline that does not fit the data or cannot be scored with the
+        model's attribution and layer (e.g. a B-cos attribution for a vanilla baseline)."""
+        model, info = self.load(path)
+        bmodel, binfo = self.load(baseline)
+        attribution, layer, _ = self.setting(model, info)
+        self.setting(bmodel, binfo, attribution, layer)
+
     def record(self, path: str | Path, baseline: str | Path | None = None) -> dict[str, Any]:
         """Kind "evaluation": one checkpoint; with `baseline`, the baseline scored at the same layer with
         the same attribution in section "baseline", and "delta" = model - baseline."""
+        if baseline is not None:
+            self.check_baseline(path, baseline)
         model, info = self.load(path)
         sec = self.sections(model, info)
         del model
@@ -313,6 +322,14 @@ def select_on_validation(run_dirs: list[str | Path]) -> tuple[list[Candidate], d
                "selected": len(chosen),
                "per_run": {str(d): sum(c.run == str(d) for c in chosen) for d in dict.fromkeys(run_dirs)}}
     return chosen, section
+
+
+def checked_pareto_record(evaluator: Evaluator, run_dirs: list[str | Path]) -> dict[str, Any]:
+    """`pareto_record`, once every selected checkpoint is known to fit the data and the attribution (a
+    mismatch is refused before the first pass, not after evaluating the others)."""
+    if run_dirs:
+        evaluator.check_checkpoints([c.path for c in select_on_validation(run_dirs)[0]])
+    return pareto_record(evaluator, run_dirs)
 
 
 def pareto_record(evaluator: Evaluator, run_dirs: list[str | Path]) -> dict[str, Any]:

@@ -61,6 +61,8 @@ def _drop(test: dict[str, Any], shifted: dict[str, Any]) -> dict[str, float | No
 
 def shift_record(evaluator: Evaluator, path: str | Path, baseline: str | Path | None = None) -> dict[str, Any]:
     """Kind "shift" for checkpoint `path` (and `baseline`, scored with the same attribution and layer)."""
+    if baseline is not None:
+        evaluator.check_baseline(path, baseline)
     sec, ident = _sections(evaluator, path)
     extra: dict[str, Any] = {}
     if baseline is not None:

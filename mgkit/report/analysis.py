@@ -16,12 +16,13 @@ from typing import Any, Callable, Iterable
 
 from mgkit.errors import FormatError
 from mgkit.pipeline.experiments import BY_NAME, EXPERIMENTS
+from mgkit.registry import FAMILIES, LAYERS, LOSSES
 from mgkit.report.pareto2d import front_2d
 from mgkit.report.records import Point
 
-LOSS_ORDER = ("energy", "l1", "ppce", "rrr", "energy-size")
-LAYER_ORDER = ("input", "mid1", "mid2", "mid3", "final")
-FAMILY_ORDER = ("vanilla", "xdnn", "bcos")
+LOSS_ORDER = LOSSES
+LAYER_ORDER = LAYERS
+FAMILY_ORDER = tuple(FAMILIES)
 DROPS = (0.01, 0.05)
 SETTINGS = {("landbird", "waterbird"): "conventional", ("land", "water"): "reversed"}
 

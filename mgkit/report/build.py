@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from mgkit.artifacts import write_text_atomic
+from mgkit.artifacts import check_output, write_text_atomic
 from mgkit.errors import UsageError
 from mgkit.pipeline.experiments import BY_NAME, EXPERIMENTS
 from mgkit.progress import log
@@ -159,6 +159,10 @@ def build(paths: Iterable[str | Path], out: str | Path, report: str | Path | Non
         raise UsageError("give at least one result file or directory")
     out = Path(out)
     report = Path(report) if report is not None else out.parent / "paper-tables.md"
+    timings = list(timings)
+    check_output(out, inputs=paths, folder=True)
+    for path in (report, report.with_suffix(".html")):
+        check_output(path, flag="--report", inputs=[*paths, *timings])
     timing = timings_from(_timing_lines(timings))  # bad input refused before anything is written
     sources = load(paths)
     points, skipped = to_points(sources)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from mgkit import results
-from mgkit.artifacts import provenance, write_text_atomic
+from mgkit.artifacts import check_output, provenance, write_text_atomic
 from mgkit.errors import MgkitError, UsageError
 from mgkit.progress import log
 from mgkit.report.explain import (ModelMaps, Pairs, check_method, default_layer, explanation_pairs,
@@ -201,14 +201,16 @@ def explain(checkpoints: Sequence[str | Path], data: str | Path, out: str | Path
     from mgkit.engine.checkpoint import data_fingerprint, model_from_checkpoint
     from mgkit.engine.distributed import DistEnv, pick_device
 
-    if n < 1:
-        raise UsageError(f"--n must be at least 1, got {n}.")
-    if max_classes < 1:
-        raise UsageError(f"--max-classes must be at least 1, got {max_classes}.")
+    from mgkit.options import EXPLAIN, coerce
+
+    for name, value in (("n", n), ("max_classes", max_classes), ("ig_steps", ig_steps), ("seed", seed)):
+        coerce(EXPLAIN[name], value)  # the bounds `mgkit explain` declares, for callers from Python too
     if not checkpoints:
         raise UsageError("give at least one checkpoint.")
     out = Path(out)
     figures, sidecar = _figure_outputs(out, pdf)
+    for path, flag in [*((f, "--out") for f in figures), (sidecar, "the sidecar of --out")]:
+        check_output(path, flag=flag, inputs=[*checkpoints, data])  # before anything is drawn
     dev = pick_device(device, DistEnv())
     torch.manual_seed(seed)  # sampling captum methods (ShapleyValueSampling, NoiseTunnel) draw from it
     with open_dataset(data) as ds:

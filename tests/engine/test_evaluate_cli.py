@@ -229,3 +229,47 @@ def test_evaluate_with_a_captum_method(runs, tiny_data, tmp_path):
     assert a["epg"] == pytest.approx(b["epg"], abs=1e-5)
     # IoU binarises at a threshold, where float rounding of the two code paths can flip a few pixels
     assert a["iou"] == pytest.approx(b["iou"], abs=0.01)
+
+
+@pytest.mark.parametrize("command", ["evaluate", "shift"])
+def test_a_baseline_that_does_not_fit_is_refused_before_the_first_pass(runs, tiny_data, monkeypatch, command):
+    from mgkit.engine.assess import Evaluator as E
+
+    def no_pass(*a, **k):
+        raise AssertionError("a pass ran before the baseline was checked")
+
+    monkeypatch.setattr(E, "pass_over", no_pass)
+    r = _invoke(command, runs["g"], "--data", tiny_data, "--baseline", runs["birds"], "--quiet", "--device", "cpu")
+    assert r.exit_code == 1 and "classes" in r.output and len(r.output.strip().splitlines()) == 1, r.output
+
+
+def test_out_jsonl_is_one_line_that_tables_reads(runs, tiny_data, tmp_path):
+    out = tmp_path / "r.jsonl"
+    r = _invoke("evaluate", runs["base"], "--data", tiny_data, "--threshold-split", "none", "--layer", "final",
+                "--out", out, "--quiet", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    assert len(out.read_text().splitlines()) == 1
+    (rec,) = read_records([out])
+    assert rec["kind"] == "evaluation" and rec["evaluation"]["layer"] == "final"
+
+
+def test_pareto_checkpoints_are_all_checked_before_the_first_pass(runs, tiny_data, tmp_path, monkeypatch):
+    import shutil
+
+    from mgkit.engine.assess import Evaluator as E
+
+    from mgkit.engine.assess import select_on_validation
+
+    copies = [tmp_path / "g1", tmp_path / "g2"]
+    for run in copies:
+        shutil.copytree(runs["g_run"], run)
+    chosen, _ = select_on_validation(copies)
+    assert len(chosen) >= 2, chosen
+    shutil.copy(runs["birds"], chosen[-1].path)  # the last one evaluated: of other classes
+
+    def no_pass(*a, **k):
+        raise AssertionError("a pass ran before every checkpoint was checked")
+
+    monkeypatch.setattr(E, "pass_over", no_pass)
+    r = _invoke("evaluate", "--pareto", *copies, "--data", tiny_data, "--quiet", "--device", "cpu")
+    assert r.exit_code == 1 and "classes" in r.output and len(r.output.strip().splitlines()) == 1, r.output

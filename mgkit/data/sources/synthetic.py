@@ -77,14 +77,15 @@ import numpy as np
 from mgkit.data.format import Sample
 from mgkit.data.prepare import Record, SourcePlan
 from mgkit.errors import UsageError
+from mgkit.registry import SYNTHETIC_SPURIOUS, SYNTHETIC_TASKS
 
 GENERATOR = "mgkit-synthetic"
 GENERATOR_VERSION = "2.0"  # 2.0: multilabel test follows train; test_decorrelated; task pretrain
-TASKS = ("multilabel", "birds", "birds-place", "pretrain")
+TASKS = SYNTHETIC_TASKS
 SPLIT_IDS: dict[str, int] = {"train": 0, "val": 1, "test": 2, "test_shifted": 3, "test_decorrelated": 4}
 SHIFTED_SPLITS = ("test_decorrelated", "test_shifted")  # multilabel: test's scenes with other cue rates
 _TASK_IDS = {"multilabel": 0, "birds": 1, "birds-place": 1, "pretrain": 2}  # birds-place: the same images as birds
-DEFAULT_SPURIOUS = {"multilabel": 0.9, "birds": 1.0, "birds-place": 1.0, "pretrain": 0.0}
+DEFAULT_SPURIOUS = SYNTHETIC_SPURIOUS
 
 SHAPES: tuple[str, ...] = ("disc", "square", "triangle", "cross", "ring", "diamond",
                            "star", "bar", "tee", "crescent", "frame", "hourglass")
