@@ -3,7 +3,7 @@
 - local: on this machine, with its own GPU slot(s): CUDA_VISIBLE_DEVICES is set to GPUs that no other
   job of this user holds (lock files; JOBS_PER_GPU jobs may share one GPU); NPROC=k takes k GPUs and
   runs torchrun. Without GPUs (or DEVICE=cpu) the command runs as is.
-- slurm: as its own SLURM job (`sbatch --wait`), named after its run, stdout and stderr in files next to
+- slurm: as its own SLURM job (`sbatch`, then its state polled), named after its run, stdout and stderr in files next to
   the job's outputs (the stderr streamed to this process's stderr meanwhile), SLURM_ARGS passed
   through, --gres=gpu:NPROC when DEVICE=cuda, NODES=n nodes with torchrun's rendezvous on the first.
 
@@ -181,52 +181,84 @@ def sbatch_argv(a: argparse.Namespace, out: str, err: str) -> list[str]:
     script = shlex.join(inner)
     if nodes > 1:
         script = f"srun --nodes {nodes} --ntasks-per-node 1 {script}"
-    argv = ["sbatch", "--wait", "--parsable", "--job-name", a.name, "--output", out, "--error", err,
+    argv = ["sbatch", "--parsable", "--job-name", a.name, "--output", out, "--error", err,
             "--open-mode=append", "--chdir", os.getcwd(), "--nodes", str(nodes), "--ntasks-per-node", "1"]
     if env("DEVICE", "auto") == "cuda":
         argv.append(f"--gres=gpu:{a.nproc}")
     return argv + shlex.split(env("SLURM_ARGS")) + ["--wrap", f"exec {script}"]
 
 
-def job_state(job_id: str) -> str:
+# States after which SLURM does nothing more with a job (a requeued one goes back to PENDING instead).
+FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY",
+         "BOOT_FAIL", "DEADLINE"}
+
+
+def job_state(job_id: str) -> tuple[str, int]:
+    """(state, exit status) of a job from the controller: `unknown` when it cannot be asked now, `gone`
+    once it has forgotten the job (MinJobAge), the exit status 128+signal for a job killed by one."""
     try:
-        out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, timeout=30).stdout
+        p = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    for tok in out.split():
-        if tok.startswith("JobState="):
-            return tok.split("=", 1)[1]
-    return "unknown"
+        return "unknown", 1
+    if p.returncode != 0:
+        return ("gone" if "Invalid job id" in p.stderr else "unknown"), 1
+    fields = dict(tok.split("=", 1) for tok in p.stdout.split() if "=" in tok)
+    code, _, sig = fields.get("ExitCode", "0:0").partition(":")
+    rc = int(code) if code.isdigit() and int(code) else (128 + int(sig) if sig.isdigit() and int(sig) else 0)
+    return fields.get("JobState", "unknown"), rc
+
+
+def poll_interval(waited: float) -> float:
+    """Seconds between two questions to the controller: 0.5 s for short jobs (what a job costs beyond its
+    own run), then a 60th of the time waited up to 5 s (at most ~2 % more for long ones, a light load on
+    the controller of a big cluster)."""
+    return min(5.0, max(0.5, waited / 60))
 
 
 def run_slurm(a: argparse.Namespace) -> int:
+    """Submit the job, then wait for SLURM to finish it (polling its state: `sbatch --wait` polls at
+    intervals growing to 10 s and more), streaming its stderr meanwhile."""
     stem = a.record[: -len("launch.json")] if a.record.endswith("launch.json") else a.record + "."
     out, err = f"{stem}slurm-%j.out", f"{stem}slurm-%j.err"
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    sub = subprocess.Popen(sbatch_argv(a, out, err), stdout=subprocess.PIPE, text=True)
-    job_id = (sub.stdout.readline().strip().split(";")[0]) if sub.stdout else ""
+    try:
+        sub = subprocess.run(sbatch_argv(a, out, err), capture_output=True, text=True)
+    except OSError as e:
+        print(f"error: cannot submit {a.name} to SLURM: {e}", file=sys.stderr)
+        return 1
+    job_id = sub.stdout.strip().split(";")[0]
+    if sub.returncode != 0 or not job_id:
+        print(f"error: sbatch refused {a.name} (exit {sub.returncode}): {sub.stderr.strip()}", file=sys.stderr)
+        return 1
 
     def cancel(sig, _frame):  # make interrupted: take the job out of the queue
-        if job_id:
-            subprocess.run(["scancel", job_id], check=False)
+        subprocess.run(["scancel", job_id], check=False)
         sys.exit(130)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, cancel)
     out, err = out.replace("%j", job_id), err.replace("%j", job_id)
-    pos = 0
-    while True:  # stream the job's stderr (its progress lines) while it runs
-        done = sub.poll() is not None
-        pos = copy_from(err, pos, sys.stderr)
-        if done:
+    pos, t0, unreachable = 0, time.monotonic(), 0.0
+    while True:
+        state, rc = job_state(job_id)
+        pos = copy_from(err, pos, sys.stderr)  # the job's progress lines
+        if state in FINAL:
             break
-        time.sleep(1.0)
-    rc = sub.returncode
+        if state == "gone":
+            state = "forgotten by the controller before its end was seen"
+            break
+        pause = poll_interval(time.monotonic() - t0)
+        unreachable = unreachable + pause if state == "unknown" else 0.0
+        if unreachable > 600:
+            state, rc = "controller unreachable for 10 minutes", 1
+            break
+        time.sleep(pause)
     if Path(out).exists():
         sys.stdout.buffer.write(Path(out).read_bytes())
         sys.stdout.flush()
-    if rc != 0:
-        print(f"error: SLURM job {job_id or '?'} ({a.name}) failed: {job_state(job_id) if job_id else 'not submitted'}"
-              f", exit {rc}; log: {err}", file=sys.stderr)
+    if state == "COMPLETED":
+        return 0
+    rc = rc or 1
+    print(f"error: SLURM job {job_id} ({a.name}) failed: {state}, exit {rc}; log: {err}", file=sys.stderr)
     return rc
 
 

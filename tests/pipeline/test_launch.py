@@ -84,7 +84,7 @@ def test_sbatch_command_names_the_run_and_asks_for_gpus(monkeypatch):
     a = argparse.Namespace(name="main/vanilla-ixg/input/energy/lam0.1", record="r/launch.json", nproc=4,
                            cmd=["mgkit", "guide", "--out", "r"])
     argv = launch.sbatch_argv(a, "r/slurm-%j.out", "r/slurm-%j.err")
-    assert argv[:3] == ["sbatch", "--wait", "--parsable"]
+    assert argv[:2] == ["sbatch", "--parsable"] and "--wait" not in argv
     assert argv[argv.index("--job-name") + 1] == a.name and argv[argv.index("--nodes") + 1] == "2"
     assert "--gres=gpu:4" in argv and argv[argv.index("--output") + 1] == "r/slurm-%j.out"
     assert argv[argv.index("--partition") + 1] == "gpu" and "--requeue" in argv
@@ -114,3 +114,81 @@ def test_concurrent_jobs_never_share_a_gpu(gpus, tmp_path):
                 assert g1 != g2
     assert {g for g, _, _ in spans} == {"0", "1"}
 
+
+
+@pytest.fixture
+def fake_slurm(monkeypatch, tmp_path):
+    """sbatch and scontrol stand-ins on PATH: sbatch logs its arguments, writes the job's stdout and stderr
+    files and prints job id 42; each `scontrol show job` answers the next line of `states` (the last one
+    repeated), so a test plays a job's life. The launcher's signal handlers are restored after."""
+    import os
+    import signal
+
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "sbatch").write_text(
+        "#!/bin/sh\n"
+        f'echo "$@" > {tmp_path}/sbatch.args\n'
+        'while [ $# -gt 0 ]; do case "$1" in --output) o=$(echo "$2" | sed s/%j/42/);; '
+        '--error) e=$(echo "$2" | sed s/%j/42/);; esac; shift; done\n'
+        'echo "job out" > "$o"; echo "job progress" > "$e"\n'
+        'if [ -e ' f'{tmp_path}/refuse ]; then echo "sbatch: error: invalid partition" >&2; exit 1; fi\n'
+        "echo '42;mgkit-ci'\n")
+    (bin_ / "scontrol").write_text(
+        "#!/bin/sh\n"
+        f"n=$(cat {tmp_path}/asked 2>/dev/null || echo 0); n=$((n+1)); echo $n > {tmp_path}/asked\n"
+        f'line=$(sed -n "${{n}}p" {tmp_path}/states); [ -n "$line" ] || line=$(tail -1 {tmp_path}/states)\n'
+        'case "$line" in gone) echo "slurm_load_jobs error: Invalid job id specified" >&2; exit 1;; esac\n'
+        'echo "JobId=42 JobName=x $line"\n')
+    for f in ("sbatch", "scontrol"):
+        (bin_ / f).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("MGKIT_LAUNCHER", "slurm")
+    monkeypatch.setenv("MGKIT_DEVICE", "cpu")
+    monkeypatch.setattr(launch, "poll_interval", lambda waited: 0.01)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    yield tmp_path
+    for s, h in handlers.items():
+        signal.signal(s, h)
+
+
+def _play(tmp_path, *states: str) -> int:
+    (tmp_path / "states").write_text("\n".join(states) + "\n")
+    return launch.main(["--name", "base/vanilla", "--record", str(tmp_path / "run/launch.json"), "--", "mgkit", "x"])
+
+
+def test_slurm_job_waited_for_through_requeue_until_it_completes(fake_slurm, capfd):
+    rc = _play(fake_slurm, "JobState=PENDING ExitCode=0:0", "JobState=RUNNING ExitCode=0:0",
+               "JobState=REQUEUED ExitCode=0:15", "JobState=PENDING ExitCode=0:0", "JobState=RUNNING ExitCode=0:0",
+               "JobState=COMPLETING ExitCode=0:0", "JobState=COMPLETED ExitCode=0:0")
+    out = capfd.readouterr()
+    assert rc == 0 and (fake_slurm / "asked").read_text().strip() == "7"  # not one question after the end
+    assert out.out == "job out\n" and "job progress" in out.err and "error" not in out.err
+    args = (fake_slurm / "sbatch.args").read_text().split()
+    assert "--parsable" in args and "--wait" not in args and args[args.index("--job-name") + 1] == "base/vanilla"
+    assert args[args.index("--error") + 1] == f"{fake_slurm}/run/slurm-%j.err"
+
+
+@pytest.mark.parametrize("state, rc, shown", [
+    ("JobState=FAILED ExitCode=3:0", 3, "FAILED, exit 3"),
+    ("JobState=CANCELLED ExitCode=0:15", 143, "CANCELLED, exit 143"),  # killed by SIGTERM: 128 + 15
+    ("JobState=TIMEOUT ExitCode=0:0", 1, "TIMEOUT, exit 1"),
+    ("gone", 1, "forgotten by the controller"),
+])
+def test_a_failed_slurm_job_fails_with_its_id_state_and_log(fake_slurm, capfd, state, rc, shown):
+    assert _play(fake_slurm, "JobState=RUNNING ExitCode=0:0", state) == rc
+    err = capfd.readouterr().err
+    assert f"error: SLURM job 42 (base/vanilla) failed: {shown}" in err
+    assert f"log: {fake_slurm}/run/slurm-42.err" in err
+
+
+def test_a_refused_submission_fails_with_sbatch_s_reason(fake_slurm, capfd):
+    (fake_slurm / "refuse").touch()
+    assert _play(fake_slurm, "JobState=COMPLETED ExitCode=0:0") == 1
+    err = capfd.readouterr().err
+    assert "error: sbatch refused base/vanilla (exit 1): sbatch: error: invalid partition" in err
+    assert not (fake_slurm / "asked").exists()
+
+
+def test_poll_interval_is_half_a_second_then_a_60th_of_the_wait_up_to_5_s():
+    assert [launch.poll_interval(w) for w in (0, 10, 30, 120, 300, 3600)] == [0.5, 0.5, 0.5, 2.0, 5.0, 5.0]
