@@ -3,8 +3,8 @@
 - local: on this machine, with its own GPU slot(s): CUDA_VISIBLE_DEVICES is set to GPUs that no other
   job of this user holds (lock files; JOBS_PER_GPU jobs may share one GPU); NPROC=k takes k GPUs and
   runs torchrun. Without GPUs (or DEVICE=cpu) the command runs as is.
-- slurm: as its own SLURM job (`sbatch`, then its state polled), named after its run, stdout and stderr in files next to
-  the job's outputs (the stderr streamed to this process's stderr meanwhile), SLURM_ARGS passed
+- slurm: as its own SLURM job (`sbatch`, then its state polled), named after its run, stdout and
+  stderr in files next to the job's outputs (the stderr streamed to this process's stderr meanwhile), SLURM_ARGS passed
   through, --gres=gpu:NPROC when DEVICE=cuda, NODES=n nodes with torchrun's rendezvous on the first.
 
 Either way the job writes RECORD (JSON: launcher, host, GPUs, SLURM job id). Configured from the
@@ -216,8 +216,9 @@ def poll_interval(waited: float) -> float:
 
 
 def run_slurm(a: argparse.Namespace) -> int:
-    """Submit the job, then wait for SLURM to finish it (polling its state: `sbatch --wait` polls at
-    intervals growing to 10 s and more), streaming its stderr meanwhile."""
+    """Submit the job, then wait for SLURM to finish it, streaming its stderr meanwhile. Its state is
+    polled here: `sbatch --wait` asks after 2 s, 10 s, then every 10 s, up to 10 s lost per job. A job
+    SLURM requeues (PENDING again) is waited for until it ends."""
     stem = a.record[: -len("launch.json")] if a.record.endswith("launch.json") else a.record + "."
     out, err = f"{stem}slurm-%j.out", f"{stem}slurm-%j.err"
     Path(out).parent.mkdir(parents=True, exist_ok=True)
