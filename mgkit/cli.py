@@ -434,7 +434,7 @@ def weights_download_cmd(*, models: list[str], everything: bool, force: bool, qu
 
 @_declared("tables")
 def tables_cmd(*, results: list[Path], out: Path, report: Optional[Path], split: str, plots: bool,
-               timings: list[Path], quiet: bool, as_json: bool) -> None:
+               timings: list[Path], lambdas: Optional[Path], quiet: bool, as_json: bool) -> None:
     """Paper tables, Pareto plots and a claim-by-claim report (Markdown, and the same as one HTML page) from
     result records.
 
@@ -444,7 +444,7 @@ def tables_cmd(*, results: list[Path], out: Path, report: Optional[Path], split:
     """
     from mgkit.report.build import build
 
-    summary = build(results, out, report, split=split, quiet=quiet, plots=plots, timings=timings)
+    summary = build(results, out, report, split=split, quiet=quiet, plots=plots, timings=timings, lambdas=lambdas)
 
     def render(s: dict[str, Any]) -> None:
         typer.echo(f"wrote {len(s['files'])} files under {s['out']}; report {s['report']}")

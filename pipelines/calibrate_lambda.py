@@ -9,6 +9,9 @@ training ones: a baseline fitted to its training set has near-zero training BCE 
 
     python pipelines/calibrate_lambda.py runs/base/checkpoints/best_f1.pt --data data/synth.h5 \
         --attribution ixg --layers input final --losses energy l1 ppce rrr
+
+With --config NAME --out FILE (the pipeline's calibration step at SCALE=paper) the JSON also names its
+configuration and is written to FILE (atomically); `python -m mgkit.pipeline.calibration` merges them.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ import torch.nn.functional as F
 
 from mgkit.data.loader import H5Split, images_to_float, make_loader
 from mgkit.engine.checkpoint import load_checkpoint
-from mgkit.engine.distributed import DistEnv
+from mgkit.artifacts import write_text_atomic
+from mgkit.engine.distributed import DistEnv, pick_device
 from mgkit.engine.step import StepSpec, _loc_term, sample_targets
 from mgkit.models import create_model
 
@@ -47,11 +51,16 @@ def main() -> None:
     ap.add_argument("--ratios", nargs="+", type=float, default=[0.1, 1.0, 10.0])
     ap.add_argument("--batches", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--config", help="the configuration's name, recorded in the output")
+    ap.add_argument("--out", help="write the JSON here (else: the last line of stdout)")
+    ap.add_argument("--device", default="auto")
     args = ap.parse_args()
+    device = pick_device(args.device, DistEnv())
     torch.manual_seed(0)
     ckpt = load_checkpoint(args.checkpoint)
     model = create_model(ckpt["model_name"], len(ckpt["classes"]))
     model.load_state_dict(ckpt["model"])
+    model.to(device)
     model.train()  # as in guided training (BatchNorm in batch mode)
     params = [p for p in model.parameters() if p.requires_grad]
     ds = H5Split(args.data, "val")
@@ -61,9 +70,9 @@ def main() -> None:
     for i, b in enumerate(make_loader(ds, args.batch_size, shuffle=False, seed=0, workers=0)):
         if i >= args.batches:
             break
-        batches.append(b)
+        batches.append(b.to(device))
     gen = torch.Generator().manual_seed(0)
-    out = {"checkpoint": args.checkpoint, "attribution": args.attribution, "ratios": args.ratios, "lambda": {}}
+    out = {"config": args.config, "checkpoint": args.checkpoint, "attribution": args.attribution, "ratios": args.ratios, "lambda": {}}
     for loss in args.losses:
         for layer in args.layers:
             spec = StepSpec(loss=loss, attribution=args.attribution, layer=layer, lam=1.0, targets="random",
@@ -82,7 +91,10 @@ def main() -> None:
             grid = [round1(star * r) for r in args.ratios]
             out["lambda"].setdefault(loss, {})[layer] = {"bce_grad": gb, "loc_grad": gl, "lambda_star": star, "grid": grid}
             print(f"{loss:7s} {layer:6s} |dBCE| {gb:.3g} |dLoc| {gl:.3g} lambda* {star:.3g} grid {grid}", flush=True)
-    print(json.dumps(out))
+    if args.out:
+        write_text_atomic(args.out, json.dumps(out, indent=1) + "\n")
+    else:
+        print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -35,7 +35,9 @@ RESULTS ?= results/$(TAG)
 # (both overridable: the miniature pipeline test brings its own scale file)
 SCALE_YAML ?= pipelines/scales/$(SCALE).yaml
 JOBS_MK ?= build/jobs-$(TAG).mk
-PIPELINE_GOALS := _paper-tables _demo paper-tables demo plan plan-log main annotations dilation depth shift segmentation figures
+# The calibrated λ grids of a scale with `calibrate:` (pipelines/scales/paper.yaml).
+LAMBDA_FILE := $(RESULTS)/lambda.yaml
+PIPELINE_GOALS := _paper-tables _demo _calibrate paper-tables demo plan plan-log main annotations dilation depth shift segmentation figures
 GOAL := $(or $(patsubst _%,%,$(firstword $(filter $(PIPELINE_GOALS),$(MAKECMDGOALS)))),make)
 # Start of this make (the headers show the time since then).
 PIPE_START := $(shell date +%s)
@@ -75,11 +77,24 @@ endif
 ifeq ($(filter local slurm,$(LAUNCHER)),)
 $(error error: LAUNCHER=$(LAUNCHER) is not one of local, slurm)
 endif
-ifneq ($(SKIPPED),)
+ifeq ($(SKIPPED)$(SKIP_SAID)$(MAKE_RESTARTS),shift)
 $(info [$(GOAL)] DATASET=$(DATASET): the shift experiment is skipped; WB_ROOT=DIR and CUB_ROOT=DIR (Waterbirds) enable it)
 endif
 include $(JOBS_MK)
+# A scale that calibrates λ (`calibrate:`, SCALE=paper): `make paper-tables` / `make demo` make
+# $(LAMBDA_FILE) first (`_calibrate`: the baselines and pipelines/calibrate_lambda.py), then re-plan with
+# it (Makefile). Any other goal that would guide with the scale file's guesses is refused (a dry run
+# `make -n` only says so).
+ifeq ($(CALIBRATED),0)
+ifneq ($(filter-out paper-tables demo _calibrate plan plan-log $(LAMBDA_FILE),$(MAKECMDGOALS)),)
+ifeq ($(findstring n,$(firstword -$(MAKEFLAGS))),)
+$(error error: SCALE=$(SCALE) guides with λ calibrated on its baselines, and $(LAMBDA_FILE) does not exist yet: run make paper-tables (or make $(LAMBDA_FILE)) first)
+else
+$(info [$(GOAL)] dry run: λ grids are $(SCALE_YAML)'s until $(LAMBDA_FILE) is calibrated)
+endif
+endif
+endif
 endif
 
-$(JOBS_MK): $(SCALE_YAML) $(wildcard mgkit/pipeline/*.py) | $(STAMP)
-	@$(BIN)/python -m mgkit.pipeline.planner $(SCALE_YAML) --dataset $(DATASET) --out $@
+$(JOBS_MK): $(SCALE_YAML) $(wildcard mgkit/pipeline/*.py) $(wildcard $(LAMBDA_FILE)) | $(STAMP)
+	@$(BIN)/python -m mgkit.pipeline.planner $(SCALE_YAML) --dataset $(DATASET) --lambda-file $(LAMBDA_FILE) --out $@

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from mgkit.pipeline.calibration import calibrates, calibration_layers, grid_keys
 from mgkit.pipeline.jobs import Plan
 from mgkit.pipeline.scale import Config, word
 
@@ -245,9 +246,23 @@ def plan_demo(p: Plan) -> None:
         figure(p, c, y, "demo-figures")
 
 
+def plan_calibration(p: Plan) -> None:
+    """A scale with `calibrate:` (SCALE=paper): every configuration's λ* measured on its family's baseline,
+    merged into $(RESULTS)/lambda.yaml, which the planner reads for the guided runs' grids once it exists
+    (`make paper-tables` makes it first, then re-plans: Makefile)."""
+    s = p.scale
+    if not calibrates(s):
+        return
+    configs = list({c.name: c for c, _, _ in grid_keys(s)}.values())
+    p.lambda_file([p.calibrate(c, baseline(p, c.family), main_data(p), calibration_layers(s, c), s["losses"])
+                   for c in configs])
+
+
 def build(scale, dataset: str) -> Plan:
-    """Every experiment's jobs, then the demo's (which reuse them)."""
+    """The calibration step (if the scale has one), every experiment's jobs, then the demo's (which
+    reuse them)."""
     p = Plan(scale, dataset)
+    plan_calibration(p)
     for e in EXPERIMENTS:
         p.results.setdefault(e.name, [])
         e.plan(p)

@@ -13,6 +13,7 @@ from mgkit.pipeline.experiments import BY_NAME, EXPERIMENTS
 from mgkit.progress import log
 from mgkit.report.analysis import Analysis
 from mgkit.report.claims import NAMES, PAPER_EFFECTS, Claim, Judge, all_claims, resolution, timings_from
+from mgkit.pipeline import calibration
 from mgkit.report.paper_numbers import paper_tables
 from mgkit.report.records import load, to_points
 from mgkit.report.tables import Table, all_tables, pct_keys_for, to_csv, to_latex, to_markdown
@@ -152,7 +153,8 @@ def _timing_lines(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
 
 
 def build(paths: Iterable[str | Path], out: str | Path, report: str | Path | None = None, split: str = "test",
-          quiet: bool = False, plots: bool = True, timings: Iterable[str | Path] = ()) -> dict[str, Any]:
+          quiet: bool = False, plots: bool = True, timings: Iterable[str | Path] = (),
+          lambdas: str | Path | None = None) -> dict[str, Any]:
     """Read records, write every table / plot / the report; return a summary for --json."""
     paths = list(paths)
     if not paths:
@@ -164,6 +166,7 @@ def build(paths: Iterable[str | Path], out: str | Path, report: str | Path | Non
     for path in (report, report.with_suffix(".html")):
         check_output(path, flag="--report", inputs=[*paths, *timings])
     timing = timings_from(_timing_lines(timings))  # bad input refused before anything is written
+    grids = calibration.load(lambdas) if lambdas is not None else None
     sources = load(paths)
     points, skipped = to_points(sources)
     log(f"read {len(sources)} record(s) from {len(paths)} path(s): {len(points)} measured point(s)", quiet=quiet)
@@ -187,6 +190,8 @@ def build(paths: Iterable[str | Path], out: str | Path, report: str | Path | Non
         log(f"plots: {len(plot_files)} file(s)", quiet=quiet)
     claims, judge = all_claims(an, timing)
     text = report_markdown(tables, plot_files, claims, report, an, len(sources), skipped, judge)
+    if grids is not None:  # the λ values the guided runs used, each with its source
+        text = text.rstrip() + "\n\n" + "\n".join(calibration.markdown(grids))
     text = text.replace("{dir}", _rel(out, report.parent))
     write_text_atomic(report, text)
     html = report.with_suffix(".html")
