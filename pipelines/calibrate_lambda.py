@@ -28,7 +28,7 @@ from mgkit.data.loader import H5Split, images_to_float, make_loader
 from mgkit.engine.checkpoint import load_checkpoint
 from mgkit.artifacts import write_text_atomic
 from mgkit.engine.distributed import DistEnv, pick_device
-from mgkit.engine.step import StepSpec, _loc_term, sample_targets
+from mgkit.engine.step import StepSpec, contributing_pairs, localization_term, sample_targets
 from mgkit.models import create_model
 
 
@@ -83,7 +83,8 @@ def main() -> None:
                 x = model.prepare_input(images_to_float(b.images))
                 targets = sample_targets(b.labels, gen)[:, None]
                 valid = (b.labels.sum(1) > 0)[:, None]
-                loc, logits = _loc_term(model, x, targets, valid, b, spec, DistEnv())
+                weight = contributing_pairs(b, targets, valid)  # as the guided step: annotated pairs with a box
+                loc, logits = localization_term(model, x, targets, weight, b, spec, DistEnv())
                 bce = F.binary_cross_entropy_with_logits(logits.float(), b.labels)
                 gb += grad_norm(bce, params, retain=True) / len(batches)
                 gl += grad_norm(loc, params) / len(batches)

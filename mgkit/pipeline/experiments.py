@@ -251,7 +251,7 @@ def plan_calibration(p: Plan) -> None:
     merged into $(RESULTS)/lambda.yaml, which the planner reads for the guided runs' grids once it exists
     (`make paper-tables` makes it first, then re-plans: Makefile)."""
     s = p.scale
-    if not calibrates(s):
+    if not calibrates(s) or p.dataset == "waterbirds":  # Waterbirds alone: no multilabel baselines to measure
         return
     configs = list({c.name: c for c, _, _ in grid_keys(s)}.values())
     p.lambda_file([p.calibrate(c, baseline(p, c.family), main_data(p), calibration_layers(s, c), s["losses"])

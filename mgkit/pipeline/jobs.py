@@ -74,8 +74,8 @@ class Plan:
             cmd = (f"prepare synthetic --task {task} --size {d['size']} --train {d['train']} --val {d['val']} "
                    f"--test {d['test']}")
         elif task.startswith("birds"):
-            cmd = (f"prepare waterbirds --root $(WB_ROOT) --cub-root $(CUB_ROOT) "
-                   f"--task {'place' if task == 'birds-place' else 'bird'} --size {d['size']}")
+            # $(WATERBIRDS) (pipelines/common.mk): read from WB_ROOT, or built from CUB_ROOT and PLACES_ROOT
+            cmd = f"prepare $(WATERBIRDS) --task {'place' if task == 'birds-place' else 'bird'} --size {d['size']}"
         else:
             root = {"voc": "$(VOC_ROOT)", "coco": "$(COCO_ROOT)"}.get(self.dataset, "$(DATA_ROOT)")
             cmd = f"prepare {self.dataset} --root {root} --size {d['size']}"
