@@ -25,11 +25,10 @@ import torch
 import torch.nn.functional as F
 
 from mgkit.data.loader import H5Split, images_to_float, make_loader
-from mgkit.engine.checkpoint import load_checkpoint
+from mgkit.engine.checkpoint import model_from_checkpoint
 from mgkit.artifacts import write_text_atomic
 from mgkit.engine.distributed import DistEnv, pick_device
 from mgkit.engine.step import StepSpec, contributing_pairs, localization_term, sample_targets
-from mgkit.models import create_model
 
 
 def grad_norm(loss: torch.Tensor, params: list[torch.Tensor], retain: bool = False) -> float:
@@ -57,10 +56,7 @@ def main() -> None:
     args = ap.parse_args()
     device = pick_device(args.device, DistEnv())
     torch.manual_seed(0)
-    ckpt = load_checkpoint(args.checkpoint)
-    model = create_model(ckpt["model_name"], len(ckpt["classes"]))
-    model.load_state_dict(ckpt["model"])
-    model.to(device)
+    model, _ = model_from_checkpoint(args.checkpoint, device=device)
     model.train()  # as in guided training (BatchNorm in batch mode)
     params = [p for p in model.parameters() if p.requires_grad]
     ds = H5Split(args.data, "val")

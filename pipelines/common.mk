@@ -103,7 +103,7 @@ include $(JOBS_MK)
 # $(LAMBDA_FILE) first (`_calibrate`: the baselines and pipelines/calibrate_lambda.py), then re-plan with
 # it (Makefile). Any other goal that would guide with the scale file's guesses is refused (a dry run
 # `make -n` only says so).
-ifeq ($(CALIBRATED),0)
+ifeq ($(CALIBRATED)$(wildcard $(LAMBDA_FILE)),0)
 ifneq ($(filter-out paper-tables demo _calibrate plan plan-log $(LAMBDA_FILE),$(MAKECMDGOALS)),)
 ifeq ($(findstring n,$(firstword -$(MAKEFLAGS))),)
 $(error error: SCALE=$(SCALE) guides with λ calibrated on its baselines, and $(LAMBDA_FILE) does not exist yet: run make paper-tables (or make $(LAMBDA_FILE)) first)

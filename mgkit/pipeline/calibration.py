@@ -74,12 +74,16 @@ def merge(scale: Scale, parts: list[Path]) -> dict[str, Any]:
             "grids": grids}
 
 
-def load(path: str | Path) -> dict[str, Any]:
+def load(path: str | Path, flag: str = "") -> dict[str, Any]:
+    """A lambda.yaml written by `main`; FLAG: the option that named it, for the error line."""
+    where = f"{flag} {path}" if flag else str(path)
     try:
         doc = yaml.safe_load(Path(path).read_text())
-        doc["grids"]
-    except (OSError, yaml.YAMLError, TypeError, KeyError) as e:
-        raise UsageError(f"{path}: not a λ calibration file (mgkit.pipeline.calibration) ({e})") from None
+        if not isinstance(doc.get("grids"), dict):
+            raise KeyError("grids")
+    except (OSError, yaml.YAMLError, AttributeError, KeyError) as e:
+        reason = e.strerror if isinstance(e, OSError) else f"{e.__class__.__name__}: {e}"
+        raise UsageError(f"{where}: not a λ calibration file of mgkit.pipeline.calibration ({reason})") from None
     return doc
 
 

@@ -54,7 +54,7 @@ def render(plan: Plan, scale_path: str, calibrated: bool | None = None) -> str:
     cal = [j.target for j in plan.jobs.values() if j.kind == "lambda"]
     out.append(f"CALIBRATION := {' '.join(cal)}")
     out.append(f"CALIBRATED := {0 if calibrated is False else 1}")
-    out.append("_calibrate: $(CALIBRATION)")
+    out.append("_calibrate: $(CALIBRATION)\n\t@:")
     out.append(".PHONY: _calibrate")
     names = [e.name for e in EXPERIMENTS]
     out.append(f"EXPERIMENTS := {' '.join(names)}")

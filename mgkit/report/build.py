@@ -164,9 +164,9 @@ def build(paths: Iterable[str | Path], out: str | Path, report: str | Path | Non
     timings = list(timings)
     check_output(out, inputs=paths, folder=True)
     for path in (report, report.with_suffix(".html")):
-        check_output(path, flag="--report", inputs=[*paths, *timings])
+        check_output(path, flag="--report", inputs=[*paths, *timings, *([lambdas] if lambdas is not None else [])])
     timing = timings_from(_timing_lines(timings))  # bad input refused before anything is written
-    grids = calibration.load(lambdas) if lambdas is not None else None
+    grids = calibration.load(lambdas, "--lambdas") if lambdas is not None else None
     sources = load(paths)
     points, skipped = to_points(sources)
     log(f"read {len(sources)} record(s) from {len(paths)} path(s): {len(points)} measured point(s)", quiet=quiet)
