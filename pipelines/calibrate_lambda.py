@@ -4,7 +4,8 @@ For a baseline checkpoint, a loss and a layer: on the first `--batches` validati
 the parameter gradient of BCE and of the localization term L_loc (as the guided step computes it, summed
 over the batch) are measured; λ* = |∇BCE| / |∇L_loc| is the weight at which both pull equally hard.
 The grid is λ* × each `--ratios` value (default 0.1 1 10: the localization term a tenth of, equal to,
-and ten times the classification term), rounded to one significant digit. Validation batches, not
+and ten times the classification term), rounded to one significant digit. Where |∇L_loc| is below
+|∇BCE| / 1e4 (a flat term: no boxes, or a map the loss cannot move) no grid is given (`grid: null`). Validation batches, not
 training ones: a baseline fitted to its training set has near-zero training BCE gradients.
 
     python pipelines/calibrate_lambda.py runs/base/checkpoints/best_f1.pt --data data/synth.h5 \
@@ -29,6 +30,10 @@ from mgkit.engine.checkpoint import model_from_checkpoint
 from mgkit.artifacts import write_text_atomic
 from mgkit.engine.distributed import DistEnv, pick_device
 from mgkit.engine.step import StepSpec, contributing_pairs, localization_term, sample_targets
+
+
+# A lambda* above this means the localization gradient is too weak to measure against BCE's.
+MAX_LAMBDA_STAR = 1.0e4
 
 
 def grad_norm(loss: torch.Tensor, params: list[torch.Tensor], retain: bool = False) -> float:
@@ -84,10 +89,17 @@ def main() -> None:
                 bce = F.binary_cross_entropy_with_logits(logits.float(), b.labels)
                 gb += grad_norm(bce, params, retain=True) / len(batches)
                 gl += grad_norm(loc, params) / len(batches)
-            star = gb / max(gl, 1e-30)
-            grid = [round1(star * r) for r in args.ratios]
-            out["lambda"].setdefault(loss, {})[layer] = {"bce_grad": gb, "loc_grad": gl, "lambda_star": star, "grid": grid}
-            print(f"{loss:7s} {layer:6s} |dBCE| {gb:.3g} |dLoc| {gl:.3g} lambda* {star:.3g} grid {grid}", flush=True)
+            entry = {"bce_grad": gb, "loc_grad": gl}
+            if gl * MAX_LAMBDA_STAR <= gb:
+                # L_loc is flat on this baseline (no contributing box, or a map the loss cannot move, e.g. a
+                # 1x1 final layer): no weight balances it, so no grid is measured
+                entry.update(lambda_star=None, grid=None, note=f"not measurable: |dLoc| {gl:.3g} vs |dBCE| {gb:.3g}")
+            else:
+                entry.update(lambda_star=gb / gl, grid=[round1(gb / gl * r) for r in args.ratios])
+            out["lambda"].setdefault(loss, {})[layer] = entry
+            print(f"{loss:7s} {layer:6s} |dBCE| {gb:.3g} |dLoc| {gl:.3g} "
+                  + (f"lambda* {entry['lambda_star']:.3g} grid {entry['grid']}" if entry["grid"] else entry["note"]),
+                  flush=True)
     if args.out:
         write_text_atomic(args.out, json.dumps(out, indent=1) + "\n")
     else:

@@ -58,12 +58,13 @@ def merge(scale: Scale, parts: list[Path]) -> dict[str, Any]:
     grids: dict[str, Any] = {}
     for c, loss, y in grid_keys(scale):
         m = (measured.get(c.name) or {}).get("lambda", {}).get(loss, {}).get(y)
-        if m:
+        if m and m.get("grid"):
             entry = {"values": [{"lambda": v, "source": CALIBRATED} for v in m["grid"]],
                      "lambda_star": m["lambda_star"], "bce_grad": m["bce_grad"], "loc_grad": m["loc_grad"],
                      "baseline": measured[c.name]["checkpoint"]}
-        else:
-            entry = {"values": [{"lambda": float(v), "source": GUESS} for v in scale.grid(c, loss, y)]}
+        else:  # nothing measured, or a flat localization term (calibrate_lambda.py's note)
+            guess = f"{GUESS} ({m['note']})" if m and m.get("note") else GUESS
+            entry = {"values": [{"lambda": float(v), "source": guess} for v in scale.grid(c, loss, y)]}
         for pub in ((published.get(c.name) or {}).get(loss) or {}).get(y) or []:
             if not any(abs(float(v["lambda"]) - float(pub["lambda"])) <= 1e-12 for v in entry["values"]):
                 # after the calibrated values, so that the ablation index keeps pointing into them

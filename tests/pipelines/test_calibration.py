@@ -30,7 +30,10 @@ def _part(tmp: Path, config: str, grids: dict) -> Path:
 def test_merge_names_each_source_and_appends_published_values(tmp_path):
     scale = Scale.load(PAPER)
     parts = [_part(tmp_path, "bcos-bcos", {"energy": {"input": [0.02, 0.2, 2.0], "mid2": [0.5, 5.0, 50.0]}}),
-             _part(tmp_path, "vanilla-gradcam", {"l1": {"final": [0.03, 0.3, 3.0]}})]
+             _part(tmp_path, "vanilla-gradcam", {"l1": {"final": [0.03, 0.3, 3.0]}, "energy": {"final": [1, 2, 3]}})]
+    flat = json.loads(parts[1].read_text())  # a flat term: calibrate_lambda.py gives no grid
+    flat["lambda"]["energy"]["final"].update(grid=None, lambda_star=None, note="not measurable: |dLoc| 0")
+    parts[1].write_text(json.dumps(flat))
     doc = calibration.merge(scale, parts)
     g = doc["grids"]
     vals = lambda e: [(v["lambda"], v["source"].split(":")[0]) for v in e["values"]]  # noqa: E731
@@ -44,6 +47,8 @@ def test_merge_names_each_source_and_appends_published_values(tmp_path):
     assert vals(g["xdnn-intgrad"]["rrr"]["final"]) == [(1e-7, "scale-file guess"), (1e-6, "scale-file guess"),
                                                        (1e-5, "scale-file guess")]
     assert "input" not in g["vanilla-gradcam"]["energy"]
+    assert [v["source"] for v in g["vanilla-gradcam"]["energy"]["final"]["values"]] == \
+        ["scale-file guess (not measurable: |dLoc| 0)"] * 3
     assert set(g["bcos-bcos"]["energy"]) == {"input", "final", "mid1", "mid2", "mid3"}
 
 
