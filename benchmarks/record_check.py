@@ -1,7 +1,7 @@
 """Do `mgkit evaluate` records stay the same across a refactor? Writes or compares evaluation records of
 fixed seeds (every family, attribution method and layer kind, raw and reference maps, the threshold
 protocol, a baseline, groups), with the fields that change from run to run (`created`, the fresh data
-file's fingerprint, paths of the temporary directory) left out.
+file's and parent checkpoint's hashes, paths of the temporary directory) left out.
 
     .venv/bin/python benchmarks/record_check.py --write before.json     # on the old code
     .venv/bin/python benchmarks/record_check.py --compare before.json   # on the new code: exit 1 if any differ
@@ -49,9 +49,9 @@ CASES = [
 ]
 
 
-# the creation time, and the fingerprint of a freshly written data file (it covers the file's own
-# creation time)
-VARYING = ("created", "data_hash")
+# the creation time, and the hashes of a freshly written data file and parent checkpoint (they cover
+# their own creation times)
+VARYING = ("created", "data_hash", "parent_sha256")
 
 
 def _strip(obj, tmp: str):
