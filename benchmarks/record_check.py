@@ -67,7 +67,10 @@ def _strip(obj, tmp: str):
 
 def _records() -> dict[str, dict]:
     from mgkit.engine import trainer as T
-    from mgkit.engine.assess import EvalOptions, Evaluator  # the module under test (renamed by the refactor)
+    try:
+        from mgkit.engine.evaluate_stage import EvalOptions, Evaluator
+    except ImportError:  # before the stage's module was renamed (issue 17)
+        from mgkit.engine.assess import EvalOptions, Evaluator
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:

@@ -563,7 +563,7 @@ def explain_cmd(
 
     Example: [bold]mgkit explain runs/base/checkpoints/best_f1.pt --compare runs/energy/checkpoints/best_f1.pt --data data/synth.h5 --out figs/explain.png[/bold]
     """
-    from mgkit.report.explain_run import explain
+    from mgkit.explain.stage import explain
 
     result = explain([checkpoint, *(compare or [])], data, out, split=split, n=n, ids=ids, attribution=attribution,
                      layer=layer, max_classes=max_classes, pdf=pdf, device=device, seed=seed, ig_steps=ig_steps,
@@ -579,7 +579,7 @@ def explain_cmd(
 
 
 def _eval_options(**kw: Any):
-    from mgkit.engine.assess import EvalOptions
+    from mgkit.engine.evaluate_stage import EvalOptions
 
     tsplit = kw.pop("threshold_split")
     kw["threshold_split"] = None if tsplit in (None, "none") else tsplit
@@ -634,8 +634,8 @@ def evaluate_cmd(
 
     Example: [bold]mgkit evaluate runs/energy/checkpoints/best_f1.pt --data data/voc.h5 --split test --baseline runs/base/checkpoints/best_f1.pt --out results/energy.json[/bold]
     """
-    from mgkit.engine.assess import Evaluator, pareto_record
-    from mgkit.engine.show import show_evaluation, show_pareto
+    from mgkit.engine.evaluate_stage import Evaluator, pareto_record
+    from mgkit.report.terminal import show_evaluation, show_pareto
 
     checkpoints = [*(checkpoints or [])]
     pareto = [*(pareto or [])]
@@ -672,9 +672,9 @@ def shift_cmd(
 
     Example: [bold]mgkit shift runs/energy/checkpoints/best_f1.pt --data data/birds.h5 --baseline runs/base/checkpoints/best_f1.pt --out results/shift/energy.json[/bold]
     """
-    from mgkit.engine.assess import Evaluator
+    from mgkit.engine.evaluate_stage import Evaluator
     from mgkit.engine.shift import shift_record
-    from mgkit.engine.show import show_shift
+    from mgkit.report.terminal import show_shift
 
     ev = Evaluator(_eval_options(data=data, split="test", threshold_split=None, attribution=attribution,
                                  layer=layer, maps=maps, experiment=experiment, seed=seed, device=device,

@@ -1,6 +1,6 @@
 """The one training loop behind `mgkit train` (λ = 0) and `mgkit guide` (BCE + λ · L_loc), split the
 torchvision way: `setup` (processes, data checks, model, resume), `train_one_epoch`, `evaluate`
-(engine.evaluate), `end_of_epoch` (evaluation, metrics line, best / Pareto / last checkpoints) and `fit`.
+(engine.split_metrics), `end_of_epoch` (evaluation, metrics line, best / Pareto / last checkpoints) and `fit`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from mgkit.data.loader import H5Split, make_loader
 from mgkit.engine import distributed as D
 from mgkit.engine.checkpoint import (check_compatible, data_fingerprint, load_checkpoint, non_finite_tensors,
                                      save_checkpoint, set_rng_state)
-from mgkit.engine.evaluate import evaluate, headline, result_sections
+from mgkit.engine.split_metrics import evaluate, headline, result_sections
 from mgkit.engine.pareto import ParetoArchive
 from mgkit.engine.rundir import Run
 from mgkit.engine.step import StepSpec, train_step

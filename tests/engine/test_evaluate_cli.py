@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from mgkit.cli import app
 from mgkit.config import build_config
 from mgkit.engine import trainer as T
-from mgkit.engine.assess import DataContext, EvalOptions, Evaluator, merged_front
+from mgkit.engine.evaluate_stage import DataContext, EvalOptions, Evaluator, merged_front
 from mgkit.engine.shift import shift_splits
 from mgkit.errors import MgkitError
 from mgkit.results import read_records

@@ -29,7 +29,7 @@ from mgkit import results
 from mgkit.artifacts import provenance, write_text_atomic
 from mgkit.errors import MgkitError, UsageError
 from mgkit.progress import log
-from mgkit.report.explain import (ModelMaps, Pairs, check_method, default_layer, explanation_pairs,
+from mgkit.explain.figure import (ModelMaps, Pairs, check_method, default_layer, explanation_pairs,
                                   render_explanations, save_figure)
 
 __all__ = ["Selection", "read_selection", "parse_ids", "explain"]

@@ -20,7 +20,7 @@ from mgkit.data.format import open_dataset
 from mgkit.data.loader import H5Split, make_loader
 from mgkit.engine.checkpoint import CheckpointInfo, data_fingerprint, model_from_checkpoint
 from mgkit.engine.distributed import DistEnv, pick_device
-from mgkit.engine.evaluate import evaluate, result_sections
+from mgkit.engine.split_metrics import evaluate, result_sections
 from mgkit.engine.rundir import Run
 from mgkit.errors import MgkitError, UsageError
 from mgkit.losses import LOSS_POSTPROCESS
