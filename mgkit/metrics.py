@@ -177,8 +177,12 @@ def epg(maps: Tensor, masks: Tensor) -> Tensor:
     """
     _check_pairs(maps, masks)
     pos = _maps(maps).clamp(min=0)
-    inside = (pos * masks.to(pos.dtype)).sum(dim=(-2, -1))
-    total = pos.sum(dim=(-2, -1))
+    return _epg_of(pos, masks.to(pos.dtype), pos.sum(dim=(-2, -1)))
+
+
+def _epg_of(pos: Tensor, masks: Tensor, total: Tensor) -> Tensor:
+    """EPG from the positive part of the maps, the masks (same dtype) and the total positive energy."""
+    inside = (pos * masks).sum(dim=(-2, -1))
     dead = total < _EPS_ENERGY
     return torch.where(dead, torch.zeros_like(total), inside / torch.where(dead, torch.ones_like(total), total))
 
@@ -189,15 +193,22 @@ def normalize_for_iou(maps: Tensor) -> Tensor:
     If the max is 0 the map is left as is; if max - min < 1e-7 it is divided by the max; otherwise
     (A - min) / (max - min).
     """
-    pos = _maps(maps).clamp(min=0)
+    return _normalized(_maps(maps).clamp(min=0))
+
+
+def _normalized(pos: Tensor) -> Tensor:
+    """`normalize_for_iou` of maps already clamped at 0."""
     mx = pos.amax(dim=(-2, -1), keepdim=True)
     mn = pos.amin(dim=(-2, -1), keepdim=True)
     rng = mx - mn
+    zero = mx == 0
     flat = rng.abs() < 1e-7
-    one = torch.ones_like(mx)
-    by_max = pos / torch.where(mx == 0, one, mx)
-    by_rng = (pos - mn) / torch.where(flat, one, rng)
-    return torch.where(mx == 0, pos, torch.where(flat, by_max, by_rng))
+    # The three cases differ only in what is subtracted and what divides, per map, so one pass over
+    # the pixels does: (A - 0) / 1 where the max is 0, (A - 0) / max where flat, (A - min) / range.
+    # Subtracting 0 and dividing by 1 are exact, so the values are those of the three formulas.
+    sub = torch.where(zero | flat, torch.zeros_like(mn), mn)
+    div = torch.where(zero, torch.ones_like(mx), torch.where(flat, mx, rng))
+    return (pos - sub) / div
 
 
 def _iou_from_counts(inter: Tensor, n_on: Tensor, area: Tensor) -> Tensor:
@@ -222,16 +233,26 @@ def iou_sweep(maps: Tensor, masks: Tensor, thresholds: Tensor | Sequence[float])
     per-pair sort); "above t" counts are then suffix sums of those histograms.
     """
     _check_pairs(maps, masks)
-    norm = normalize_for_iou(maps).flatten(1)
-    m = masks.to(norm.device).flatten(1) > 0.5
+    return _sweep(_maps(maps).clamp(min=0), masks.to(maps.device) > 0.5, thresholds)
+
+
+def _sweep(pos: Tensor, inside: Tensor, thresholds: Tensor | Sequence[float]) -> Tensor:
+    """`iou_sweep` of maps already clamped at 0, with the masks as booleans."""
+    norm = _normalized(pos).flatten(1)
+    m = inside.flatten(1)
     thr = torch.as_tensor(thresholds, dtype=norm.dtype, device=norm.device).reshape(-1)
     sorted_thr, order = thr.sort()
     t = thr.numel()
+    p = norm.shape[0]
     # bucket b = number of thresholds strictly below the value, so value > sorted_thr[k] <=> b > k.
-    bucket = torch.bucketize(norm, sorted_thr)
-    ones = torch.ones_like(bucket)
-    hist = torch.zeros(norm.shape[0], t + 1, dtype=torch.int64, device=norm.device).scatter_add_(1, bucket, ones)
-    hist_in = torch.zeros_like(hist).scatter_add_(1, bucket, m.long())
+    # Offsetting each pair's buckets by (t + 1) * pair turns the per-pair histograms into one bincount.
+    # (No scatter: bincount is one serial pass; the mask enters as 0/1 weights, exact in float64.)
+    bucket = torch.bucketize(norm, sorted_thr, out_int32=True)
+    bucket += torch.arange(0, p * (t + 1), t + 1, device=norm.device, dtype=torch.int32)[:, None]
+    bucket = bucket.flatten()
+    hist = torch.bincount(bucket, minlength=p * (t + 1)).view(p, t + 1)
+    hist_in = torch.bincount(bucket, weights=m.flatten().to(torch.float64), minlength=p * (t + 1))
+    hist_in = hist_in.to(torch.int64).view(p, t + 1)
     # count of b > k = all pixels (in the mask) - those with b <= k
     area = m.sum(dim=1, keepdim=True)
     n_on = norm.shape[1] - hist.cumsum(1)[:, :t]
@@ -323,10 +344,11 @@ class LocalizationAccumulator:
             frac = torch.as_tensor(box_areas, device=dev).to(torch.float64).reshape(p) / (h * w)
         inner = torch.tensor(self.size_edges[1:-1], dtype=torch.float64, device=dev)
         bins = torch.bucketize(frac, inner, right=True)
-        e = epg(maps, m).to(torch.float64)
-        sweep = iou_sweep(maps, m, self.thresholds)  # [P, T] float64
+        # the positive part and its total serve EPG, the IoU sweep and the on-object energy alike
         pos = maps.clamp(min=0)
         total = pos.sum(dim=(-2, -1))
+        e = _epg_of(pos, m, total).to(torch.float64)
+        sweep = _sweep(pos, m > 0.5, self.thresholds)  # [P, T] float64
         seg_sums = None
         if seg_masks is not None:
             sm = seg_masks.to(device=dev, dtype=maps.dtype)
