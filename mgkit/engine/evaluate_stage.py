@@ -24,7 +24,7 @@ from mgkit.engine.split_metrics import evaluate, result_sections
 from mgkit.engine.rundir import Run
 from mgkit.errors import MgkitError, UsageError
 from mgkit.losses import LOSS_POSTPROCESS
-from mgkit.metrics import pareto_front
+from mgkit.fronts import pareto_front
 from mgkit.models import LAYERS, GuidedModel
 from mgkit.progress import Reporter, log
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mgkit.artifacts import write_json_atomic
-from mgkit.metrics import pareto_front
+from mgkit.fronts import pareto_front
 
 KEYS = ("f1", "epg", "iou")
 
