@@ -22,6 +22,11 @@ from mgkit.errors import FormatError
 SCHEMA = "mgkit.result"
 SCHEMA_VERSION = 1
 KINDS = ("epoch", "run", "evaluation", "shift", "pareto")
+# The metrics a checkpoint is selected on (its validation Pareto front, the merged front of `evaluate
+# --pareto`), and the headline metrics a record compares with its baseline (`delta`, terminal tables).
+PARETO_KEYS = ("f1", "epg", "iou")
+HEADLINE_KEYS = ("f1", "precision", "recall", "accuracy", "mAP", "epg", "iou", "iou_chosen", "on_object",
+                 "worst_group", "mean_group", "overall")
 STAGES = ("train", "guide")
 IDENTITY_KEYS = ("run", "stage", "model", "family", "loss", "layer", "attribution", "lambda", "bbox_frac",
                  "dilate", "seed", "data", "data_hash", "dataset", "task", "classes", "checkpoint", "epoch",

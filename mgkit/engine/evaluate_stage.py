@@ -20,18 +20,16 @@ from mgkit.data.format import open_dataset
 from mgkit.data.loader import H5Split, make_loader
 from mgkit.engine.checkpoint import CheckpointInfo, data_fingerprint, model_from_checkpoint
 from mgkit.engine.distributed import DistEnv, pick_device
-from mgkit.engine.split_metrics import evaluate, result_sections
 from mgkit.engine.rundir import Run
+from mgkit.engine.split_metrics import evaluate, result_sections
 from mgkit.errors import MgkitError, UsageError
-from mgkit.losses import LOSS_POSTPROCESS
 from mgkit.fronts import pareto_front
+from mgkit.losses import LOSS_POSTPROCESS
 from mgkit.models import LAYERS, GuidedModel
 from mgkit.progress import Reporter, log
+from mgkit.results import HEADLINE_KEYS, PARETO_KEYS
 
 MAPS = ("raw", "reference")
-PARETO_KEYS = ("f1", "epg", "iou")
-DELTA_KEYS = ("f1", "precision", "recall", "accuracy", "mAP", "epg", "iou", "iou_chosen", "on_object",
-              "worst_group", "mean_group", "overall")
 
 
 @dataclass(frozen=True)
@@ -245,7 +243,7 @@ class Evaluator:
 def delta(metrics: dict[str, Any], base: dict[str, Any]) -> dict[str, float | None]:
     """metrics - base for every headline metric (None where either is undefined)."""
     return {k: (None if metrics.get(k) is None or base.get(k) is None else float(metrics[k]) - float(base[k]))
-            for k in DELTA_KEYS if k in metrics or k in base}
+            for k in HEADLINE_KEYS if k in metrics or k in base}
 
 
 def pareto_checkpoints(run_dir: str | Path) -> list[Path]:
