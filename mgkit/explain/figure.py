@@ -31,11 +31,11 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
-from mgkit.artifacts import atomic_path
+from mgkit.artifacts import save_figure
 from mgkit.errors import UsageError
 
 __all__ = ["Pairs", "ModelMaps", "ground_truth_pairs", "check_method", "default_layer", "explanation_pairs",
-           "render_explanations", "save_figure"]
+           "render_explanations"]
 
 HEAT_CMAP = "jet"
 CELL_IN = 1.8  # inches per grid cell: at dpi 100 a 16-image figure stays legible and under ~4000 px high
@@ -369,14 +369,3 @@ def render_explanations(images: np.ndarray, boxes: Sequence[np.ndarray], class_n
     if out is not None:
         save_figure(fig, out)
     return fig
-
-
-def save_figure(fig: Figure, out: str | Path) -> Path:
-    """Write `fig` as PNG or PDF (by the suffix), atomically: a failed write leaves no partial file."""
-    out = Path(out)
-    fmt = out.suffix.lower().lstrip(".")
-    if fmt not in ("png", "pdf"):
-        raise UsageError(f"--out {out}: the figure is written as .png or .pdf, not {out.suffix or 'no suffix'}.")
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format=fmt, dpi=fig.dpi)
-    return out

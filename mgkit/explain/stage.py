@@ -26,11 +26,11 @@ import numpy as np
 import torch
 
 from mgkit import results
-from mgkit.artifacts import provenance, write_text_atomic
+from mgkit.artifacts import provenance, save_figure, write_text_atomic
 from mgkit.errors import MgkitError, UsageError
 from mgkit.progress import log
 from mgkit.explain.figure import (ModelMaps, Pairs, check_method, default_layer, explanation_pairs,
-                                  render_explanations, save_figure)
+                                  render_explanations)
 
 __all__ = ["Selection", "read_selection", "parse_ids", "explain"]
 

@@ -23,6 +23,15 @@ LAYER_ORDER = ("input", "mid1", "mid2", "mid3", "final")
 FAMILY_ORDER = ("vanilla", "xdnn", "bcos")
 DROPS = (0.01, 0.05)
 SETTINGS = {("landbird", "waterbird"): "conventional", ("land", "water"): "reversed"}
+# How the report names a metric: (in text and on figure axes, as a table column header)
+METRIC_NAMES = {"f1": ("F1", "F1"), "epg": ("EPG", "EPG"), "iou": ("IoU", "IoU"),
+                "on_object": ("on-object energy", "on-object")}
+
+
+def metric_name(metric: str, header: bool = False) -> str:
+    """The display name of a metric key (the key itself when it has none)."""
+    names = METRIC_NAMES.get(metric)
+    return metric if names is None else names[1 if header else 0]
 
 ConfigKey = tuple[str, str, str, str | None, str | None]  # dataset, model, family, eattr, elayer
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from mgkit.report.analysis import Analysis, best_at, config_sort, front, group_rows, loss_sort
+from mgkit.report.analysis import Analysis, best_at, config_sort, front, group_rows, loss_sort, metric_name
 from mgkit.report.pareto2d import covered
 from mgkit.report.tables import Table
 
-NAMES = {"epg": "EPG", "iou": "IoU"}
 TOL = 0.005  # 0.5 points: the reference's checkpoint binning; fronts closer than this count as equal
 SUPPORTED, PARTLY, CONTRADICTED, NOT_MEASURED = "supported", "partly supported", "contradicted", "not measured"
 
@@ -58,7 +57,7 @@ def _by_loss(groups: dict[tuple, list]) -> dict[str, list]:
 
 def claim_front(an: Analysis, number: int, winner: str, metric: str, text: str) -> Claim:
     c = Claim(number, text, f"per (data set, model, attribution, layer) of the main comparison: every point of each "
-              f"other loss's {NAMES[metric]}-vs-F1 front is weakly dominated (within {100 * TOL:.1f} points) by a "
+              f"other loss's {metric_name(metric)}-vs-F1 front is weakly dominated (within {100 * TOL:.1f} points) by a "
               f"point of {winner}'s front")
     mkey = an.metric_key(metric)
     for ds, configs in sorted(group_rows(an, "main").items()):
@@ -77,7 +76,7 @@ def claim_front(an: Analysis, number: int, winner: str, metric: str, text: str) 
                 parts.append(f"{loss} {sum(cov)}/{len(cov)}")
             best_w = max(wf, key=lambda t: t[1]) if wf else None
             c.units.append((ok, f"{_name(ck)}: {winner} front covers " + ", ".join(parts)
-                            + f" front points (its best {NAMES[metric]} {_p(best_w and best_w[1])} at F1 "
+                            + f" front points (its best {metric_name(metric)} {_p(best_w and best_w[1])} at F1 "
                               f"{_p(best_w and best_w[0])})"))
     if not c.units:
         c.reason = f"no main-comparison configuration with {winner} and another loss"
@@ -242,7 +241,7 @@ def claim7(an: Analysis, tables: dict[str, list[Table]]) -> Claim:
             if any(v is None for v in vals):
                 continue
             de, dl = vals[0] - vals[1], vals[2] - vals[3]
-            c.units.append((de <= 0.02 and dl > de, f"{k[0]} {k[1]}/{k[2]}/{k[3]} {NAMES[m]} 0 → {hi:g} % dilation: "
+            c.units.append((de <= 0.02 and dl > de, f"{k[0]} {k[1]}/{k[2]}/{k[3]} {metric_name(m)} 0 → {hi:g} % dilation: "
                             f"Energy {_p(vals[0])} → {_p(vals[1])}, L1 {_p(vals[2])} → {_p(vals[3])}"))
     if not c.units:
         c.reason = "no dilation results with Energy and L1 at 0 % and a dilated setting"

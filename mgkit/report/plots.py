@@ -13,9 +13,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from mgkit.artifacts import atomic_path  # noqa: E402
+from mgkit.artifacts import save_figure  # noqa: E402
 from mgkit.report.analysis import (LAYER_ORDER, Analysis, condition_sort,  # noqa: E402
-                                   config_sort, front, group_rows, loss_sort)
+                                   config_sort, front, group_rows, loss_sort, metric_name)
 
 STYLE: dict[str, dict[str, Any]] = {
     "energy": dict(color="#d62728", marker="o", label="Energy"),
@@ -24,7 +24,6 @@ STYLE: dict[str, dict[str, Any]] = {
     "rrr": dict(color="#1f77b4", marker="D", label="RRR*"),
     "energy-size": dict(color="#9467bd", marker="s", label="Energy-size"),
 }
-NAMES = {"epg": "EPG", "iou": "IoU", "on_object": "on-object energy"}
 BASELINE_GID = "baseline"
 
 
@@ -75,7 +74,7 @@ def pareto_figure(an: Analysis, experiment: str, dataset: str, metric: str) -> F
             ck = next((k for k in keys if (k[1], k[3], k[4]) == (model, attr, layer)), None)
             ax.set_title(f"{model} · {attr} · {layer}", fontsize=10)
             ax.set_xlabel("F1 (%)")
-            ax.set_ylabel(f"{NAMES.get(metric, metric)} (%)")
+            ax.set_ylabel(f"{metric_name(metric)} (%)")
             ax.grid(True, alpha=0.3, linewidth=0.5)
             if ck is None:
                 ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes, color="grey")
@@ -136,23 +135,17 @@ def pareto_figure(an: Analysis, experiment: str, dataset: str, metric: str) -> F
     width, height = fig.get_size_inches()
     fig.set_size_inches(width, height + legend_in + 0.5)
     fig.legend(handles=handles, loc="lower center", ncol=ncol, frameon=False, bbox_to_anchor=(0.5, 0.0))
-    fig.suptitle(f"{NAMES.get(metric, metric)} vs F1 — {dataset}\n({experiment}, split {an.split})", fontsize=11)
+    fig.suptitle(f"{metric_name(metric)} vs F1 — {dataset}\n({experiment}, split {an.split})", fontsize=11)
     fig.tight_layout(rect=(0, legend_in / (height + legend_in + 0.5), 1, 1 - 0.55 / (height + legend_in + 0.5)))
     return fig
 
 
-def save_figure(fig: Figure, stem: Path) -> list[Path]:
-    """Write stem.png and stem.pdf atomically; close the figure."""
-    out = []
+def save_plot(fig: Figure, stem: Path) -> list[Path]:
+    """Write stem.png (150 dpi) and stem.pdf, each atomically; close the figure."""
     try:
-        for ext in ("png", "pdf"):
-            path = stem.with_suffix(f".{ext}")
-            with atomic_path(path) as tmp:
-                fig.savefig(tmp, format=ext, dpi=150 if ext == "png" else None)
-            out.append(path)
+        return [save_figure(fig, stem.with_suffix(".png"), dpi=150), save_figure(fig, stem.with_suffix(".pdf"))]
     finally:
         plt.close(fig)
-    return out
 
 
 PLOTTED = {"main": ("epg", "iou"), "annotations": ("epg", "iou"), "dilation": ("epg", "iou"),
@@ -168,5 +161,5 @@ def all_plots(an: Analysis, out_dir: Path) -> list[Path]:
                 fig = pareto_figure(an, experiment, dataset, metric)
                 if fig is not None:
                     prefix = "pareto" if experiment == "main" else f"{experiment}"
-                    written += save_figure(fig, out_dir / f"{prefix}-{metric}-{dataset}")
+                    written += save_plot(fig, out_dir / f"{prefix}-{metric}-{dataset}")
     return written

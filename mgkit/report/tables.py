@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mgkit.report.analysis import (DROPS, Analysis, condition_sort, config_sort, group_rows, loss_sort,
-                                   mean_or_none, setting_of, std_or_none, best_at)
+                                   mean_or_none, metric_name, setting_of, std_or_none, best_at)
 
 DASH = "—"
 
@@ -174,7 +174,7 @@ def comparison_tables(an: Analysis, experiment: str) -> list[Table]:
 
 
 def _m(an: Analysis, m: str) -> str:
-    return {"epg": "EPG", "iou": "IoU", "on_object": "on-object", "f1": "F1"}[m]
+    return metric_name(m, header=True)
 
 
 def shift_values(p) -> tuple[float | None, float | None]:
