@@ -171,6 +171,15 @@ class CheckpointInfo:
     def stage(self) -> str | None:
         return self.config.get("stage")
 
+    def own_setting(self) -> tuple[str, str]:
+        """The run's own attribution and layer: those it validated with (`--eval-attribution` /
+        `--eval-layer`, which default to its guidance attribution and layer), else the family's default
+        attribution at the input. Its best and Pareto checkpoints were selected on maps of this setting,
+        so `mgkit evaluate` scores and `mgkit explain` draws, by default, what that selection saw."""
+        cfg = self.config
+        attribution = cfg.get("eval_attribution") or cfg.get("attribution") or self.family.default_attribution
+        return attribution, cfg.get("eval_layer") or cfg.get("layer") or "input"
+
 
 def model_from_checkpoint(path: str | Path, *, device: str | torch.device = "cpu",
                           expect_classes: list[str] | None = None,

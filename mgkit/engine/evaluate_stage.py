@@ -142,14 +142,6 @@ def checkpoint_identity(info: CheckpointInfo) -> dict[str, Any]:
                             parent_sha256=_parent_sha(run))
 
 
-def own_setting(info: CheckpointInfo) -> tuple[str, str]:
-    """The attribution and layer a run validated with (its guidance ones, or the family default at the input)."""
-    cfg = info.config
-    attribution = cfg.get("eval_attribution") or cfg.get("attribution") or info.family.default_attribution
-    layer = cfg.get("eval_layer") or cfg.get("layer") or "input"
-    return attribution, layer
-
-
 class Evaluator:
     """Scores checkpoints on one data file with one set of options (device and loaders built once)."""
 
@@ -170,7 +162,7 @@ class Evaluator:
 
     def setting(self, model: GuidedModel, info: CheckpointInfo,
                 attribution: str | None = None, layer: str | None = None) -> tuple[str, str, PostProcess]:
-        own_attr, own_layer = own_setting(info)
+        own_attr, own_layer = info.own_setting()
         attribution = attribution or self.opts.attribution or own_attr
         layer = layer or self.opts.layer or own_layer
         if not attribution.startswith("captum:") and attribution not in model.supported_attributions:

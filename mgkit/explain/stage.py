@@ -6,9 +6,10 @@ Only the chosen images are read from the HDF5 file.
 
 Attribution and layer of each model: `--attribution` / `--layer` when given (an explicit attribution
 without `--layer` is drawn at the input, or at "final" for gradcam and captum layer methods); otherwise a
-guided checkpoint's own training attribution and layer, and for a baseline (train stage) the attribution
-and layer of a guided model of the same family in the figure (a like-for-like comparison), or else the
-family's default attribution at the input.
+guided checkpoint's own setting (`CheckpointInfo.own_setting`: the attribution and layer it validated
+with, as `mgkit evaluate` uses), and for a baseline (train stage) the setting of a guided model of the
+same family in the figure (a like-for-like comparison), or else the family's default attribution at the
+input.
 
 Writes the figure (.png or .pdf; `pdf=True` adds a PDF beside a PNG) and a JSON sidecar (same stem,
 .json) naming what was drawn: each model's result-schema identity, attribution and layer, the data file's
@@ -112,19 +113,16 @@ def _resolve_methods(models: list[_Model], attribution: str | None, layer: str |
     """Fill each model's attribution and layer (module docstring) and refuse unusable ones."""
     guided = [m for m in models if m.info.stage == "guide"]
     for m in models:
-        cfg = m.info.config
+        # a baseline is drawn like a guided model of its family in the figure (like for like)
+        peer = m if m.info.stage == "guide" else next(
+            (g for g in guided if g.info.family.name == m.info.family.name), None)
         if attribution is not None:
             m.method, m.layer = attribution, layer or default_layer(attribution)
-        elif m.info.stage == "guide":
-            m.method = cfg.get("attribution") or m.info.family.default_attribution
-            m.layer = layer or cfg.get("layer") or "input"
+        elif peer is not None:
+            m.method, own_layer = peer.info.own_setting()
+            m.layer = layer or own_layer
         else:
-            peer = next((g for g in guided if g.info.family.name == m.info.family.name), None)
-            if peer is not None:
-                m.method = peer.info.config.get("attribution") or m.info.family.default_attribution
-                m.layer = layer or peer.info.config.get("layer") or "input"
-            else:
-                m.method, m.layer = m.info.family.default_attribution, layer or "input"
+            m.method, m.layer = m.info.family.default_attribution, layer or "input"
         try:
             check_method(m.model, m.method, m.layer)
         except UsageError as e:
