@@ -92,6 +92,14 @@ def identity(config: Mapping[str, Any], *, family: str, data_hash: str | None, d
     }
 
 
+def evaluation(split: str, attribution: str, layer: str, *, maps: str, iou_threshold: float,
+               chosen_threshold: float | None, threshold_split: str | None, **more: Any) -> dict[str, Any]:
+    """A record's `evaluation` block: how its metrics were measured (split, maps, IoU protocol), then
+    `more` (e.g. the data file and seed of `mgkit evaluate`)."""
+    return {"split": split, "attribution": attribution, "layer": layer, "maps": maps, "iou_threshold": iou_threshold,
+            "chosen_threshold": chosen_threshold, "threshold_split": threshold_split, **more}
+
+
 def record(kind: str, ident: Mapping[str, Any], **sections: Any) -> dict[str, Any]:
     """A complete record: envelope + identity + the given sections (made strict)."""
     if kind not in KINDS:

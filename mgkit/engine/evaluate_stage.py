@@ -209,10 +209,10 @@ class Evaluator:
             sec["metrics"]["iou_chosen"] = None
         if not res["finite_logits"]:
             log(f"warning: {info.path} gives non-finite logits on {split}", quiet=self.opts.quiet)
-        sec["evaluation"] = {"split": split, "attribution": attribution, "layer": layer, "maps": self.opts.maps,
-                             "iou_threshold": self.opts.iou_threshold, "chosen_threshold": chosen,
-                             "threshold_split": tsplit, "data": self.ctx.path, "data_hash": self.ctx.fingerprint,
-                             "images": res["images"], "seed": self.opts.seed}
+        sec["evaluation"] = results.evaluation(
+            split, attribution, layer, maps=self.opts.maps, iou_threshold=self.opts.iou_threshold,
+            chosen_threshold=chosen, threshold_split=tsplit, data=self.ctx.path, data_hash=self.ctx.fingerprint,
+            images=res["images"], seed=self.opts.seed)
         return sec
 
     def record(self, path: str | Path, baseline: str | Path | None = None) -> dict[str, Any]:

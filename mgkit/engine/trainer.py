@@ -236,16 +236,19 @@ def run_validation(t: Trainer, loader: DataLoader, epoch: int, rep: Reporter) ->
     return result
 
 
+def validation_block(cfg: RunConfig, chosen: float | None) -> dict[str, Any]:
+    """The `evaluation` block of a run's records: raw maps on val, the threshold chosen on val itself."""
+    return results.evaluation("val", cfg.eval_attribution, cfg.eval_layer, maps="raw", iou_threshold=cfg.iou_threshold,
+                              chosen_threshold=chosen, threshold_split="val" if chosen is not None else None)
+
+
 def epoch_record(t: Trainer, epoch: int, result: dict[str, Any] | None, stats: dict[str, Any] | None) -> dict[str, Any]:
     """One metrics.jsonl line (result record of kind "epoch"); the legacy keys epoch, val, train stay."""
     sections: dict[str, Any] = {"epoch": epoch}
     if result is not None:
         sec = result_sections(result, t.data.classes, t.data.group_names)
         m = sec["metrics"]
-        sections.update(sec, val=headline(result), evaluation={
-            "split": "val", "attribution": t.cfg.eval_attribution, "layer": t.cfg.eval_layer, "maps": "raw",
-            "iou_threshold": t.cfg.iou_threshold, "chosen_threshold": m["best_threshold"],
-            "threshold_split": "val" if m["best_threshold"] is not None else None})
+        sections.update(sec, val=headline(result), evaluation=validation_block(t.cfg, m["best_threshold"]))
     if stats is not None:
         sections.update(stats)
     return results.record("epoch", t.identity(epoch=epoch), **sections)
@@ -301,9 +304,7 @@ def summary_record(t: Trainer) -> dict[str, Any]:
         "last": str(run.last), "best": str(run.best), "world_size": t.env.world,
         "final": lines[-1].get("val") if lines else None,
         "metrics": best,
-        "evaluation": {"split": "val", "attribution": cfg.eval_attribution, "layer": cfg.eval_layer, "maps": "raw",
-                       "iou_threshold": cfg.iou_threshold, "chosen_threshold": best.get("best_threshold"),
-                       "threshold_split": "val" if best.get("best_threshold") is not None else None},
+        "evaluation": validation_block(cfg, best.get("best_threshold")),
         "chosen_threshold": best.get("best_threshold"),
         "training": {"epochs": len(trained),
                      "seconds_per_epoch": sum(x["seconds"] for x in trained) / len(trained) if trained else None,
