@@ -8,7 +8,6 @@ reusing the model needs (weights, model name, classes, config, epoch, metrics, d
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
 from dataclasses import dataclass, field
@@ -24,21 +23,6 @@ from mgkit.errors import FormatError, MgkitError
 from mgkit.models import GuidedModel, Family, create_model, family_of
 
 CHECKPOINT_FORMAT = "mgkit-checkpoint"
-
-
-def data_fingerprint(ds) -> str:
-    """A cheap identity of a prepared data file: its root attributes and dataset shapes.
-
-    The attributes include the creation time and every preparation option, so two different
-    preparations never share a fingerprint, while hashing gigabytes of pixels is avoided.
-    """
-    h = hashlib.sha256()
-    for key in sorted(ds.h5.attrs.keys()):
-        h.update(f"{key}={ds.h5.attrs[key]!r};".encode())
-    for split in ds.splits:
-        for name, item in sorted(ds.h5[split].items()):
-            h.update(f"{split}/{name}{item.shape};".encode())
-    return h.hexdigest()[:16]
 
 
 def rng_state() -> dict[str, Any]:

@@ -16,9 +16,9 @@ import torch
 
 from mgkit import results
 from mgkit.attribution import METHODS, PostProcess, evaluation_maps, post_process
-from mgkit.data.format import open_dataset
+from mgkit.data.facts import DataFacts, read_facts
 from mgkit.data.loader import H5Split, make_loader
-from mgkit.engine.checkpoint import CheckpointInfo, data_fingerprint, model_from_checkpoint
+from mgkit.engine.checkpoint import CheckpointInfo, model_from_checkpoint
 from mgkit.engine.distributed import DistEnv, pick_device
 from mgkit.engine.rundir import Run
 from mgkit.engine.split_metrics import evaluate, result_sections
@@ -65,34 +65,6 @@ class EvalOptions:
             raise UsageError(f"--amp must be none or bf16, got {self.amp!r}")
         if self.eval_batch_size < 1:
             raise UsageError("--eval-batch-size must be at least 1")
-
-
-@dataclass(frozen=True)
-class DataContext:
-    """The evaluated data file, read once."""
-
-    path: str
-    classes: list[str]
-    image_size: tuple[int, int]
-    fingerprint: str
-    splits: list[str]
-    outside: bool
-    group_names: dict[str, list[str] | None]
-    num_images: dict[str, int]
-
-    def require(self, split: str, flag: str = "--split") -> None:
-        if split not in self.splits:
-            raise MgkitError(f"{self.path} has no split {split!r} ({flag}); it has {', '.join(self.splits)}")
-        if self.num_images[split] == 0:
-            raise MgkitError(f"{self.path}: the {split} split is empty ({flag})")
-
-
-def read_data(path: str) -> DataContext:
-    with open_dataset(path) as ds:
-        infos = {s: ds.split_info(s) for s in ds.splits}
-        return DataContext(str(path), list(ds.classes), tuple(ds.image_size), data_fingerprint(ds), list(ds.splits),
-                           ds.mask_mode == "outside", {s: i.group_names for s, i in infos.items()},
-                           {s: i.num_images for s, i in infos.items()})
 
 
 def maps_for(method: str):
@@ -145,10 +117,10 @@ def checkpoint_identity(info: CheckpointInfo) -> dict[str, Any]:
 class Evaluator:
     """Scores checkpoints on one data file with one set of options (device and loaders built once)."""
 
-    def __init__(self, opts: EvalOptions, ctx: DataContext | None = None):
+    def __init__(self, opts: EvalOptions, ctx: DataFacts | None = None):
         opts.check()
         self.opts = opts
-        self.ctx = ctx or read_data(opts.data)
+        self.ctx = ctx or read_facts(opts.data)
         self.ctx.require(opts.split)
         if opts.threshold_split is not None:
             self.ctx.require(opts.threshold_split, "--threshold-split")

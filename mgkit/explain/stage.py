@@ -28,6 +28,7 @@ import torch
 
 from mgkit import results
 from mgkit.artifacts import provenance, save_figure, write_text_atomic
+from mgkit.data.facts import DataFacts, read_facts
 from mgkit.errors import MgkitError, UsageError
 from mgkit.progress import log
 from mgkit.explain.figure import (ModelMaps, Pairs, check_method, default_layer, explanation_pairs,
@@ -156,12 +157,13 @@ def _describe(m: _Model) -> str:
     return f"{m.label} = {what}; drawn: {m.method}@{m.layer}"
 
 
-def _identity(m: _Model, ds: Any) -> dict[str, Any]:
+def _identity(m: _Model, facts: DataFacts) -> dict[str, Any]:
     """The checkpoint's result-schema identity; data_hash is that of its TRAINING data (the explained
     file's hash is the sidecar's top-level data_hash)."""
     d = m.info.data
     return results.identity(m.info.config, family=m.info.family.name, data_hash=d.get("fingerprint"),
-                            dataset=d.get("dataset", ds.source), task=d.get("task", ds.task), classes=m.info.classes,
+                            dataset=d.get("dataset", facts.source), task=d.get("task", facts.task),
+                            classes=m.info.classes,
                             bbox_frac=d.get("bbox_frac"), checkpoint=str(m.path), epoch=m.info.epoch)
 
 
@@ -196,7 +198,7 @@ def explain(checkpoints: Sequence[str | Path], data: str | Path, out: str | Path
     each (image, class) pair, and `figure` (rows and panels counted on the drawn figure).
     """
     from mgkit.data.format import open_dataset
-    from mgkit.engine.checkpoint import data_fingerprint, model_from_checkpoint
+    from mgkit.engine.checkpoint import model_from_checkpoint
     from mgkit.engine.distributed import DistEnv, pick_device
 
     if n < 1:
@@ -209,15 +211,14 @@ def explain(checkpoints: Sequence[str | Path], data: str | Path, out: str | Path
     figures, sidecar = _figure_outputs(out, pdf)
     dev = pick_device(device, DistEnv())
     torch.manual_seed(seed)  # sampling captum methods (ShapleyValueSampling, NoiseTunnel) draw from it
+    facts = read_facts(data)
+    classes = facts.classes
     with open_dataset(data) as ds:
         sel = read_selection(ds, split, n=n, ids=ids)
-        data_hash = data_fingerprint(ds)
-        classes, outside, image_size = list(ds.classes), ds.mask_mode == "outside", tuple(ds.image_size)
-        source, task = ds.source, ds.task
         models = []
         for path in checkpoints:
             model, info = model_from_checkpoint(path, device=dev, expect_classes=classes,
-                                                expect_image_size=image_size)
+                                                expect_image_size=facts.image_size)
             models.append(_Model(Path(path), model, info))
         _resolve_methods(models, attribution, layer)
         _labels(models)
@@ -226,7 +227,7 @@ def explain(checkpoints: Sequence[str | Path], data: str | Path, out: str | Path
         for m in models:
             log(f"explaining {len(sel.ids)} images with {m.path} ({m.method}@{m.layer})", quiet=quiet)
             pairs, maps = explanation_pairs(m.model, sel.images, sel.labels, sel.boxes, method=m.method, layer=m.layer,
-                                            label=m.label, pairs=pairs, max_classes=max_classes, outside=outside,
+                                            label=m.label, pairs=pairs, max_classes=max_classes, outside=facts.outside,
                                             device=dev, ig_steps=ig_steps)
             drawn.append(maps)
         assert pairs is not None
@@ -237,7 +238,8 @@ def explain(checkpoints: Sequence[str | Path], data: str | Path, out: str | Path
             "tool": "mgkit explain",
             "figures": [str(f) for f in figures],
             "sidecar": str(sidecar),
-            "data": str(data), "data_hash": data_hash, "dataset": source, "task": task, "split": split,
+            "data": str(data), "data_hash": facts.fingerprint, "dataset": facts.source, "task": facts.task,
+            "split": split,
             "classes": classes,
             "images": [{"id": sel.ids[i], "row": int(sel.index[i]),
                         "classes": [classes[k] for k in np.flatnonzero(sel.labels[i] > 0)],
@@ -250,7 +252,7 @@ def explain(checkpoints: Sequence[str | Path], data: str | Path, out: str | Path
                 "mean_epg": _mean(d.epg),
                 "pairs": [{"id": sel.ids[int(i)], "class": classes[int(c)], "epg": float(e)}
                           for i, c, e in zip(pairs.image, pairs.classes, d.epg)],
-                "identity": _identity(m, ds),
+                "identity": _identity(m, facts),
             } for m, d in zip(models, drawn)],
             "figure": _drawn(fig, [m.label for m in models], len(sel.ids)),
             "options": {"n": n, "ids": ids, "attribution": attribution, "layer": layer, "max_classes": max_classes,

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 from mgkit.cli import app
 from mgkit.config import build_config
 from mgkit.engine import trainer as T
-from mgkit.engine.evaluate_stage import DataContext, EvalOptions, Evaluator, merged_front
+from mgkit.data.facts import DataFacts
+from mgkit.engine.evaluate_stage import EvalOptions, Evaluator, merged_front
 from mgkit.engine.shift import shift_splits
 from mgkit.errors import MgkitError
 from mgkit.results import read_records
@@ -146,7 +147,8 @@ def test_mismatched_checkpoint_and_data_refused(runs, tiny_birds):
 
 
 def test_shift_needs_groups_or_shifted_split(tiny_data):
-    ctx = DataContext("x.h5", ["a"], (32, 32), "f", ["train", "val", "test"], False, {"test": None}, {"test": 4})
+    ctx = DataFacts("x.h5", ["a"], (32, 32), "f", ["train", "val", "test"], False, {"test": None}, {"test": 4},
+                    source="synthetic", task="multilabel", bbox_frac=1.0, annotated={"test": 4})
     ev = Evaluator.__new__(Evaluator)
     ev.ctx = ctx
     with pytest.raises(MgkitError, match="no groups on its test split and no test_shifted"):
