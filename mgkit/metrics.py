@@ -327,7 +327,7 @@ class LocalizationAccumulator:
         on-object energy; ``group`` ([P] or one int) feeds per-group sums.
         """
         _check_pairs(maps, masks)
-        p, h, w = maps.shape
+        p = maps.shape[0]
         if seg_masks is not None and seg_masks.shape != maps.shape:
             raise UsageError(f"seg_masks must have shape {tuple(maps.shape)}, got {tuple(seg_masks.shape)}.")
         if p == 0:
@@ -335,34 +335,47 @@ class LocalizationAccumulator:
         # Everything is validated and computed on the maps' device before any state changes, so a
         # failing update leaves the accumulator as it was.
         dev = maps.device
-        maps = _maps(maps)
-        m = masks.to(device=dev, dtype=maps.dtype)
         cls = self._ids(classes, p, dev, "classes")
         grp = None if group is None else self._ids(group, p, dev, "group")
+        e, sweep, total, frac, seg_sums = self._pair_stats(_maps(maps), masks, box_areas, seg_masks, seg_valid)
+        bins = torch.bucketize(frac, torch.tensor(self.size_edges[1:-1], dtype=torch.float64, device=dev), right=True)
+        # Per-pair results are small: move them to the host once per batch and keep float64 sums there.
+        e, sweep, total, frac, cls, bins = (x.cpu() for x in (e, sweep, total, frac, cls, bins))
+        self._add(e, sweep, total, frac, cls, bins, None if grp is None else grp.cpu(),
+                  None if seg_sums is None else seg_sums.cpu())
+
+    def _pair_stats(self, maps: Tensor, masks: Tensor, box_areas: Tensor | None, seg_masks: Tensor | None,
+                    seg_valid: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
+        """Per pair: EPG [P] and the IoU sweep [P, T] (float64), total positive energy [P], box-area
+        fraction [P]; and the on-object sums [4] (count, ratio, seg_epg, box_epg) when seg masks are given."""
+        p, h, w = maps.shape
+        dev = maps.device
+        m = masks.to(device=dev, dtype=maps.dtype)
         if box_areas is None:
             frac = m.sum(dim=(-2, -1)).to(torch.float64) / (h * w)
         else:
             frac = torch.as_tensor(box_areas, device=dev).to(torch.float64).reshape(p) / (h * w)
-        inner = torch.tensor(self.size_edges[1:-1], dtype=torch.float64, device=dev)
-        bins = torch.bucketize(frac, inner, right=True)
         # the positive part and its total serve EPG, the IoU sweep and the on-object energy alike
         pos = maps.clamp(min=0)
         total = pos.sum(dim=(-2, -1))
         e = _epg_of(pos, m, total).to(torch.float64)
         sweep = _sweep(pos, m > 0.5, self.thresholds)  # [P, T] float64
-        seg_sums = None
-        if seg_masks is not None:
-            sm = seg_masks.to(device=dev, dtype=maps.dtype)
-            valid = (sm.sum(dim=(-2, -1)) > 0) if seg_valid is None else seg_valid.to(dev).bool().reshape(p)
-            e_box = (pos * m).sum(dim=(-2, -1))
-            e_seg = (pos * m * sm).sum(dim=(-2, -1))
-            ratio = torch.where(e_box < _EPS_ENERGY, torch.zeros_like(e_box), e_seg / e_box.clamp(min=_EPS_ENERGY))
-            seg_epg = torch.where(total < _EPS_ENERGY, torch.zeros_like(total), e_seg / total.clamp(min=_EPS_ENERGY))
-            v = valid.to(torch.float64)
-            seg_sums = torch.stack([v.sum(), (ratio.double() * v).sum(), (seg_epg.double() * v).sum(), (e * v).sum()])
+        if seg_masks is None:
+            return e, sweep, total, frac, None
+        sm = seg_masks.to(device=dev, dtype=maps.dtype)
+        valid = (sm.sum(dim=(-2, -1)) > 0) if seg_valid is None else seg_valid.to(dev).bool().reshape(p)
+        e_box = (pos * m).sum(dim=(-2, -1))
+        e_seg = (pos * m * sm).sum(dim=(-2, -1))
+        ratio = torch.where(e_box < _EPS_ENERGY, torch.zeros_like(e_box), e_seg / e_box.clamp(min=_EPS_ENERGY))
+        seg_epg = torch.where(total < _EPS_ENERGY, torch.zeros_like(total), e_seg / total.clamp(min=_EPS_ENERGY))
+        v = valid.to(torch.float64)
+        seg_sums = torch.stack([v.sum(), (ratio.double() * v).sum(), (seg_epg.double() * v).sum(), (e * v).sum()])
+        return e, sweep, total, frac, seg_sums
 
-        # Per-pair results are small: move them to the host once per batch and keep float64 sums there.
-        e, sweep, total, frac, cls, bins = (x.cpu() for x in (e, sweep, total, frac, cls, bins))
+    def _add(self, e: Tensor, sweep: Tensor, total: Tensor, frac: Tensor, cls: Tensor, bins: Tensor,
+             grp: Tensor | None, seg_sums: Tensor | None) -> None:
+        """Fold one batch of per-pair results (host tensors) into the sums and the per-pair columns."""
+        p = e.shape[0]
         self._n += p
         self._epg_sum += float(e.sum())
         self._iou_sum += sweep.sum(0)
@@ -370,10 +383,9 @@ class LocalizationAccumulator:
         self._cls.add(cls, e, sweep)
         self._bins.add(bins, e, sweep)
         if grp is not None:
-            grp = grp.cpu()
             self._grp.add(grp, e, sweep)
         if seg_sums is not None:
-            self._seg += seg_sums.cpu()
+            self._seg += seg_sums
         k = self.thresholds.index(self._match(self.iou_threshold))
         self._pairs["epg"].append(e)
         self._pairs["iou"].append(sweep[:, k])
