@@ -187,6 +187,58 @@ def _drawn(fig: Any, labels: Sequence[str], n: int) -> dict[str, Any]:
     }
 
 
+def _load_models(checkpoints: Sequence[str | Path], facts: DataFacts, dev: torch.device, attribution: str | None,
+                 layer: str | None) -> list[_Model]:
+    """Each checkpoint's model (checked against the data file), its attribution, layer and label."""
+    from mgkit.engine.checkpoint import model_from_checkpoint
+
+    models = []
+    for path in checkpoints:
+        model, info = model_from_checkpoint(path, device=dev, expect_classes=facts.classes,
+                                            expect_image_size=facts.image_size)
+        models.append(_Model(Path(path), model, info))
+    _resolve_methods(models, attribution, layer)
+    _labels(models)
+    return models
+
+
+def _explain_all(models: list[_Model], sel: Selection, facts: DataFacts, dev: torch.device, *, max_classes: int,
+                 ig_steps: int, quiet: bool) -> tuple[Pairs, list[ModelMaps]]:
+    """The (image, class) pairs to draw (chosen with the first model) and every model's maps of them."""
+    pairs: Pairs | None = None
+    drawn: list[ModelMaps] = []
+    for m in models:
+        log(f"explaining {len(sel.ids)} images with {m.path} ({m.method}@{m.layer})", quiet=quiet)
+        pairs, maps = explanation_pairs(m.model, sel.images, sel.labels, sel.boxes, method=m.method, layer=m.layer,
+                                        label=m.label, pairs=pairs, max_classes=max_classes, outside=facts.outside,
+                                        device=dev, ig_steps=ig_steps)
+        drawn.append(maps)
+    assert pairs is not None
+    return pairs, drawn
+
+
+def _images_section(sel: Selection, pairs: Pairs, classes: list[str]) -> list[dict[str, Any]]:
+    """The sidecar's drawn images: id, row in the split, ground-truth and explained classes."""
+    return [{"id": sel.ids[i], "row": int(sel.index[i]),
+             "classes": [classes[k] for k in np.flatnonzero(sel.labels[i] > 0)],
+             "explained": [classes[int(c)] for c in pairs.classes[pairs.image == i]]}
+            for i in range(len(sel.ids))]
+
+
+def _model_section(m: _Model, d: ModelMaps, sel: Selection, pairs: Pairs, facts: DataFacts) -> dict[str, Any]:
+    """The sidecar's entry of one model: what was drawn with it and the EPG of each pair."""
+    classes = facts.classes
+    return {
+        "label": m.label, "checkpoint": str(m.path), "model": m.info.model_name,
+        "family": m.info.family.name, "stage": m.info.stage, "attribution": m.method, "layer": m.layer,
+        "colour_images": d.colour is not None,
+        "mean_epg": _mean(d.epg),
+        "pairs": [{"id": sel.ids[int(i)], "class": classes[int(c)], "epg": float(e)}
+                  for i, c, e in zip(pairs.image, pairs.classes, d.epg)],
+        "identity": _identity(m, facts),
+    }
+
+
 def explain(checkpoints: Sequence[str | Path], data: str | Path, out: str | Path, *, split: str = "test",
             n: int = 16, ids: str | None = None, attribution: str | None = None, layer: str | None = None,
             max_classes: int = 4, pdf: bool = False, device: str = "auto", seed: int = 0, ig_steps: int = 16,
@@ -198,7 +250,6 @@ def explain(checkpoints: Sequence[str | Path], data: str | Path, out: str | Path
     each (image, class) pair, and `figure` (rows and panels counted on the drawn figure).
     """
     from mgkit.data.format import open_dataset
-    from mgkit.engine.checkpoint import model_from_checkpoint
     from mgkit.engine.distributed import DistEnv, pick_device
 
     if n < 1:
@@ -215,22 +266,8 @@ def explain(checkpoints: Sequence[str | Path], data: str | Path, out: str | Path
     classes = facts.classes
     with open_dataset(data) as ds:
         sel = read_selection(ds, split, n=n, ids=ids)
-        models = []
-        for path in checkpoints:
-            model, info = model_from_checkpoint(path, device=dev, expect_classes=classes,
-                                                expect_image_size=facts.image_size)
-            models.append(_Model(Path(path), model, info))
-        _resolve_methods(models, attribution, layer)
-        _labels(models)
-        pairs: Pairs | None = None
-        drawn: list[ModelMaps] = []
-        for m in models:
-            log(f"explaining {len(sel.ids)} images with {m.path} ({m.method}@{m.layer})", quiet=quiet)
-            pairs, maps = explanation_pairs(m.model, sel.images, sel.labels, sel.boxes, method=m.method, layer=m.layer,
-                                            label=m.label, pairs=pairs, max_classes=max_classes, outside=facts.outside,
-                                            device=dev, ig_steps=ig_steps)
-            drawn.append(maps)
-        assert pairs is not None
+        models = _load_models(checkpoints, facts, dev, attribution, layer)
+        pairs, drawn = _explain_all(models, sel, facts, dev, max_classes=max_classes, ig_steps=ig_steps, quiet=quiet)
         # one line per model: narrow figures (one class per image, one model) stay readable
         title = "\n".join([f"{Path(data).name}, split {split}"] + [_describe(m) for m in models])
         fig = render_explanations(sel.images, sel.boxes, classes, pairs, drawn, ids=sel.ids, title=title, dpi=dpi)
@@ -241,19 +278,8 @@ def explain(checkpoints: Sequence[str | Path], data: str | Path, out: str | Path
             "data": str(data), "data_hash": facts.fingerprint, "dataset": facts.source, "task": facts.task,
             "split": split,
             "classes": classes,
-            "images": [{"id": sel.ids[i], "row": int(sel.index[i]),
-                        "classes": [classes[k] for k in np.flatnonzero(sel.labels[i] > 0)],
-                        "explained": [classes[int(c)] for c in pairs.classes[pairs.image == i]]}
-                       for i in range(len(sel.ids))],
-            "models": [{
-                "label": m.label, "checkpoint": str(m.path), "model": m.info.model_name,
-                "family": m.info.family.name, "stage": m.info.stage, "attribution": m.method, "layer": m.layer,
-                "colour_images": d.colour is not None,
-                "mean_epg": _mean(d.epg),
-                "pairs": [{"id": sel.ids[int(i)], "class": classes[int(c)], "epg": float(e)}
-                          for i, c, e in zip(pairs.image, pairs.classes, d.epg)],
-                "identity": _identity(m, facts),
-            } for m, d in zip(models, drawn)],
+            "images": _images_section(sel, pairs, classes),
+            "models": [_model_section(m, d, sel, pairs, facts) for m, d in zip(models, drawn)],
             "figure": _drawn(fig, [m.label for m in models], len(sel.ids)),
             "options": {"n": n, "ids": ids, "attribution": attribution, "layer": layer, "max_classes": max_classes,
                         "seed": seed, "ig_steps": ig_steps, "device": str(dev)},
