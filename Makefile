@@ -35,6 +35,7 @@ test-long: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_prepare.py --sizes 200 5000
+	$(BIN)/python benchmarks/bench_loader.py
 	$(BIN)/python benchmarks/bench_train.py
 
 # The pipeline goals run independent jobs side by side, one per core, each single-threaded (the runs

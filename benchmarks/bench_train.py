@@ -19,9 +19,14 @@ images_per_s = batch / median step time, batch, peak_rss_mb):
         --steps 3 --warmup 1 --threads 2 --json [--device cuda] [--amp bf16] [--channels-last]
 
 CONFIG: train/<fam>, guided/<fam>/<layer> or eval/<fam>/<layer>; fam vanilla (resnet50, IxG) or bcos
-(bcos-resnet50, B-cos); layer input or final. Guided = Energy loss, one random ground-truth class per
+(bcos-resnet50, B-cos); layer input or final (guided also mid1, mid2, mid3). Guided = Energy loss, one random ground-truth class per
 image, lambda 1, Adam; eval = mgkit's evaluate (classification + EPG + IoU over every (image,
 ground-truth class) pair) on one in-memory batch per step.
+
+Claim 9's speed-up (mgkit tables --timings), timed alone, e.g. for B-cos:
+
+    for l in input mid2 mid3; do python benchmarks/bench_train.py --one guided/bcos/$l --quick --steps 5 \
+        --threads 2 --json; done > results/timings.jsonl
 """
 
 from __future__ import annotations
@@ -46,6 +51,9 @@ from mgkit.models import create_model
 
 FAMILIES = {"vanilla": ("resnet50", "ixg"), "bcos": ("bcos-resnet50", "bcos")}
 SMALL = {"vanilla": "resnet18", "bcos": "bcos-resnet18"}  # --quick
+# Guidance at every depth: the per-step timings `mgkit tables --timings` reads for claim 9 (speed-up of
+# mid2/mid3 over input guidance), each timed in a process of its own.
+GUIDED_LAYERS = ("input", "mid1", "mid2", "mid3", "final")
 CONFIGS = ("train/vanilla", "guided/vanilla/input", "guided/vanilla/final", "eval/vanilla/input", "eval/vanilla/final",
            "train/bcos", "guided/bcos/input", "guided/bcos/final", "eval/bcos/input", "eval/bcos/final")
 
@@ -96,11 +104,13 @@ def fake_batch(b: int, size: int, k: int, device: torch.device, seed: int = 0) -
 def parse_config(config: str) -> str:
     """Check CONFIG's shape; returns it unchanged or exits with one line (code 2)."""
     parts = config.split("/")
+    layers = GUIDED_LAYERS if parts[0] == "guided" else ("input", "final")
     ok = (len(parts) == 2 and parts[0] == "train" and parts[1] in FAMILIES) or (
-        len(parts) == 3 and parts[0] in ("guided", "eval") and parts[1] in FAMILIES and parts[2] in ("input", "final"))
+        len(parts) == 3 and parts[0] in ("guided", "eval") and parts[1] in FAMILIES and parts[2] in layers)
     if not ok:
         print(f"error: --one {config!r}: expected train/<fam>, guided/<fam>/<layer> or eval/<fam>/<layer> "
-              f"(fam: {'|'.join(FAMILIES)}; layer: input|final)", file=sys.stderr)
+              f"(fam: {'|'.join(FAMILIES)}; layer: {'|'.join(GUIDED_LAYERS)} guided, input|final eval)",
+              file=sys.stderr)
         raise SystemExit(2)
     return config
 

@@ -13,7 +13,7 @@ import re
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from mgkit import __version__
 from mgkit.errors import MgkitError, UsageError
@@ -97,6 +97,58 @@ def tmp_path_for(path: Path) -> Path:
     finally:
         os.close(fd)
     return Path(name)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def check_output(out: str | Path, *, flag: str = "--out", inputs: Iterable[str | Path | None] = (),
+                 force: bool = True, folder: bool = False) -> Path:
+    """Refuse an output path that cannot be written, before any work is done.
+
+    Refused: a path that is (or resolves to) one of the command's `inputs`, or an existing file inside an
+    input folder (writing there would destroy an input or a file the command reads); a folder where a
+    file is wanted (or a file where a run folder is wanted, `folder=True`); an existing file without
+    `force`; a parent that is a file; a parent folder that cannot be written.
+    """
+    out = Path(out)
+    for source in inputs:
+        if source is None:
+            continue
+        source = Path(source)
+        # an input folder may take new outputs (tables beside the records), not replace a file it holds
+        if source.is_dir():
+            if out.is_file() and _inside(out, source):
+                raise UsageError(f"{flag} {out} is a file inside {source}, an input of this command; writing "
+                                 f"it would destroy what the command reads (choose another {flag})")
+        elif _same_file(out, source):
+            raise UsageError(f"{flag} {out} is also an input of this command; writing it would destroy that "
+                             f"input (choose another {flag})")
+    if folder:
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"{flag} {out} is a file; a folder is needed (choose another {flag})")
+    elif out.is_dir():
+        raise UsageError(f"{flag} {out} is a directory; give the path of the file to write")
+    if not folder and out.exists() and not force:
+        raise MgkitError(f"{out} already exists; pass --force to overwrite it")
+    parent = next((p for p in (out.parent, *out.parent.parents) if p.exists()), Path("."))
+    if not parent.is_dir():
+        raise UsageError(f"{flag} {out}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise MgkitError(f"cannot write in {parent}: permission denied (choose another {flag})")
+    return out
 
 
 @contextlib.contextmanager

@@ -23,10 +23,11 @@ from torch import Tensor
 
 from mgkit.errors import UsageError
 from mgkit.models import LAYERS, GuidedModel
+from mgkit.registry import ATTRIBUTIONS
 
 __all__ = ["METHODS", "PostProcess", "attribute", "attribute_pairs", "evaluation_maps", "post_process"]
 
-METHODS = ("ixg", "bcos", "gradcam", "intgrad")
+METHODS = ATTRIBUTIONS  # the registry's names; the methods are implemented here
 
 
 @dataclass(frozen=True)

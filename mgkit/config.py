@@ -1,50 +1,33 @@
 """Typed run configuration for `train` and `guide`: per-family defaults < YAML file < CLI flags.
 
-Each option is declared once, as a field of `RunConfig` with an `Opt` record (flag, kind, allowed values,
-range, help, stages). The CLI builds its `train` and `guide` options from these records, YAML files and
-command-line strings go through the same `coerce`, and every value is checked here, before any data
-file is opened, network built or run directory written. `None` means "the per-family default"; there
-are no "0 means default" values.
+Each option is declared once, as a field of `RunConfig` with an `Opt` record of `mgkit.options` (flag,
+kind, allowed values, range, help, stages); options other commands share (`--seed`, `--iou-threshold`,
+...) are the shared records of `mgkit.options`. The CLI builds its `train` and `guide` options from these
+records, YAML files and command-line strings go through the same `coerce`, and every value is checked
+here, before any data file is opened, network built or run directory written. `None` means "the
+per-family default"; there are no "0 means default" values.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from mgkit import options, registry
 from mgkit.errors import UsageError
+from mgkit.options import Opt
+from mgkit.options import fmt as _fmt
 
 TRAIN, GUIDE = "train", "guide"
 STAGES = (TRAIN, GUIDE)
 BOTH = frozenset(STAGES)
 ONLY_GUIDE = frozenset({GUIDE})
 ONLY_TRAIN = frozenset({TRAIN})
-
-# Allowed values. Kept here (light to import: the CLI builds its --help from them without importing
-# torch); tests/test_config.py checks that they equal the registries in mgkit.models, mgkit.losses and
-# mgkit.attribution.
-MODELS = ("resnet18", "resnet50", "bcos-resnet18", "bcos-resnet50", "xdnn-resnet18", "xdnn-resnet50")
-LOSSES = ("energy", "l1", "ppce", "rrr", "energy-size")
-ATTRIBUTIONS = ("ixg", "bcos", "gradcam", "intgrad")
-LAYERS = ("input", "mid1", "mid2", "mid3", "final")
-DEVICES = ("auto", "cpu", "cuda", "mps")
-
-# Per-family training defaults, for --help only: the model registry's Family records
-# (mgkit.models.FAMILIES) are the source, and resolving a configuration reads them there. They are
-# mirrored here so that `--help` needs no torch import; tests/test_config.py checks the two agree.
-FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
-    "bcos": {"lr": 1e-4, "batch_size": 64, "train_epochs": 300, "guide_epochs": 50, "attribution": "bcos"},
-    "vanilla": {"lr": 1e-5, "batch_size": 16, "train_epochs": 100, "guide_epochs": 50, "attribution": "ixg"},
-    "xdnn": {"lr": 1e-5, "batch_size": 16, "train_epochs": 100, "guide_epochs": 50, "attribution": "intgrad"},
-}
-FAMILY_LABELS = {"bcos": "B-cos", "vanilla": "vanilla", "xdnn": "X-DNN"}
-TRAIN_DEFAULT_MODEL = "resnet50"
 
 # Options that may change between a run and its resumption without changing its results.
 RESUMABLE_CHANGES = frozenset({"quiet", "workers", "device", "epochs", "eval_batch_size"})
@@ -60,82 +43,23 @@ def _family(model_name: str):
 # ------------------------------------------------------------------------------------------ declarations
 
 
-@dataclass(frozen=True)
-class Opt:
-    """How one option is spelled, typed, limited and explained."""
-
-    flag: str  # as the user writes it: "--lambda"
-    kind: str  # int | float | choice | path | bool
-    help: str
-    stages: frozenset[str] = BOTH
-    choices: tuple[str, ...] | None = None
-    lo: float | None = None  # lower bound
-    lo_open: bool = False  # lower bound excluded (> instead of >=)
-    hi: float | None = None  # upper bound (included)
-    default_help: str | dict[str, str] | None = None  # shown for a None default; per stage if a dict
-    short: str | None = None  # e.g. "-q"
-    negatable: bool = False  # bool flags: --x/--no-x
-    required: bool = False
-    recorded: frozenset[str] | None = None  # stages whose config.yaml records it (default: `stages`)
-
-    @property
-    def key(self) -> str:
-        """The YAML spelling: the flag without dashes ("lambda", "batch-size")."""
-        return self.flag.lstrip("-")
-
-    def allowed(self) -> str:
-        """What a valid value looks like, for messages."""
-        if self.kind == "choice":
-            return "one of " + ", ".join(self.choices or ())
-        if self.kind == "bool":
-            return "true or false"
-        if self.kind == "path":
-            return "a path"
-        what = "an integer" if self.kind == "int" else "a number"
-        bounds = []
-        if self.lo is not None and self.hi is not None and not self.lo_open:
-            return f"{what} between {_fmt(self.lo)} and {_fmt(self.hi)}"
-        if self.lo is not None:
-            bounds.append(f"{'>' if self.lo_open else '≥'} {_fmt(self.lo)}")
-        if self.hi is not None:
-            bounds.append(f"≤ {_fmt(self.hi)}")
-        return f"{what} {' and '.join(bounds)}".strip() if bounds else what
-
-    def metavar(self) -> str:
-        if self.kind == "choice":
-            listed = "[" + "|".join(self.choices or ()) + "]"
-            # Long lists would push the line past 80 columns: then a name here, the list in the help.
-            return listed if len(self.flag) + len(listed) <= 44 else self.key.upper().replace("-", "_")
-        return {"int": "INTEGER", "float": "NUMBER", "path": "PATH"}.get(self.kind, "")
-
-    def help_text(self) -> str:
-        """The help, with the allowed values when the metavar does not list them."""
-        if self.kind == "choice" and not self.metavar().startswith("["):
-            return f"{self.help} One of: {', '.join(self.choices or ())}."
-        return self.help
-
-
 def _opt(default: Any, flag: str, help: str, kind: str, **kw: Any) -> Any:
-    return field(default=default, metadata={"opt": Opt(flag=flag, kind=kind, help=help, **kw)})
+    """A RunConfig field declared by a new Opt (both commands unless `stages` says otherwise)."""
+    o = Opt(flag=flag, kind=kind, help=help, default=default, **{"stages": BOTH, **kw})
+    return field(default=default, metadata={"opt": o})
 
 
-def _fmt(v: Any) -> str:
-    """1e-4 rather than 0.0001; 64 rather than 64.0."""
-    if isinstance(v, float):
-        if v.is_integer() and abs(v) < 1e6:
-            return str(int(v))
-        if 0 < abs(v) < 1e-2:
-            mantissa, exp = f"{v:.6e}".split("e")
-            return f"{mantissa.rstrip('0').rstrip('.')}e{int(exp)}"
-        return f"{v:g}"
-    return str(v)
+def _field(o: Opt, **changes: Any) -> Any:
+    """A RunConfig field declared by a shared Opt of mgkit.options (changed as given)."""
+    o = dataclasses.replace(o, **{"stages": BOTH, **changes})
+    return field(default=o.default, metadata={"opt": o})
 
 
 def _per_family(key: str) -> str:
-    """'per model family: 1e-4 B-cos, 1e-5 others' from FAMILY_DEFAULTS."""
+    """'per model family: 1e-4 B-cos, 1e-5 others' from the registry's family facts."""
     by_value: dict[Any, list[str]] = {}
-    for family, d in FAMILY_DEFAULTS.items():
-        by_value.setdefault(d[key], []).append(FAMILY_LABELS[family])
+    for facts in registry.FAMILIES.values():
+        by_value.setdefault(facts.training_defaults()[key], []).append(facts.label)
     if len(by_value) == 1:
         return _fmt(next(iter(by_value)))
     common = max(by_value, key=lambda v: len(by_value[v]))
@@ -153,8 +77,8 @@ class RunConfig:
     data: str = _opt(None, "--data", "Prepared data file (mgkit prepare).", "path", required=True)
     out: str = _opt(None, "--out", "Run directory; re-running the same command resumes it.", "path",
                     required=True)
-    model: str | None = _opt(None, "--model", "Network.", "choice", choices=MODELS,
-                             default_help={TRAIN: TRAIN_DEFAULT_MODEL, GUIDE: "the --from checkpoint's model"})
+    model: str | None = _opt(None, "--model", "Network.", "choice", choices=registry.MODEL_NAMES,
+                             default_help={TRAIN: registry.TRAIN_DEFAULT_MODEL, GUIDE: "the --from checkpoint's model"})
     init_from: str | None = _opt(None, "--from", "Checkpoint to fine-tune (e.g. runs/BASE/checkpoints/best_f1.pt).",
                                  "path", stages=ONLY_GUIDE, required=True)
     pretrained: bool = _opt(False, "--pretrained", "Start from ImageNet weights (local torch hub cache).", "bool",
@@ -167,23 +91,23 @@ class RunConfig:
                             default_help=_per_family("lr"))
     batch_size: int | None = _opt(None, "--batch-size", "Global batch size over all processes.", "int", lo=1,
                                   default_help=_per_family("batch_size"))
-    eval_batch_size: int = _opt(64, "--eval-batch-size", "Batch size of the validation pass.", "int", lo=1)
-    seed: int = _opt(0, "--seed", "Seed of initialisation, data order and target sampling.", "int", lo=0)
-    device: str = _opt("auto", "--device", "auto: CUDA, else MPS, else CPU.", "choice", choices=DEVICES)
-    amp: str = _opt("none", "--amp", "Mixed precision (bf16: CUDA only).", "choice", choices=("none", "bf16"))
+    eval_batch_size: int = _field(options.EVAL_BATCH_SIZE, help="Batch size of the validation pass.")
+    seed: int = _field(options.SEED)
+    device: str = _field(options.DEVICE)
+    amp: str = _field(options.AMP, help=options.AMP.help + " Training: CUDA only.")
     channels_last: bool = _opt(False, "--channels-last", "channels_last memory format.", "bool", negatable=True)
-    workers: int = _opt(2, "--workers", "DataLoader worker processes (0: load in the main process).", "int", lo=0)
+    workers: int | None = _field(options.WORKERS)
     eval_every: int = _opt(1, "--eval-every", "Validate every k epochs (and after the last).", "int", lo=1)
     min_f1: float | None = _opt(None, "--min-f1", "Stop when validation F1 falls below this (reference --min_fscore).",
                                 "float", lo=0, hi=1, default_help="none: never stop early")
     # guidance
-    loss: str | None = _opt(None, "--loss", "Localization loss.", "choice", choices=LOSSES, stages=ONLY_GUIDE,
+    loss: str | None = _opt(None, "--loss", "Localization loss.", "choice", choices=registry.LOSSES, stages=ONLY_GUIDE,
                             required=True)
-    attribution: str | None = _opt(None, "--attribution", "Attribution the loss is computed on.", "choice",
-                                   choices=ATTRIBUTIONS, stages=ONLY_GUIDE, default_help=_per_family("attribution"),
-                                   recorded=BOTH)  # train: the family's, which validation uses by default
-    layer: str = _opt("input", "--layer", "Layer whose attributions are guided.", "choice", choices=LAYERS,
-                      stages=ONLY_GUIDE)
+    attribution: str | None = _field(options.ATTRIBUTION, help="Attribution the loss is computed on.",
+                                     stages=ONLY_GUIDE, default_help=_per_family("attribution"),
+                                     recorded=BOTH)  # train: the family's, which validation uses by default
+    layer: str = _field(options.LAYER, help="Layer whose attributions are guided.", default="input",
+                        stages=ONLY_GUIDE)
     lam: float = _opt(1e-3, "--lambda", "Weight of the localization loss (L = BCE + λ·L_loc).", "float", lo=0,
                       stages=ONLY_GUIDE)
     targets: str = _opt("random", "--targets", "random: one ground-truth class per image per step (reference); "
@@ -194,23 +118,22 @@ class RunConfig:
                               choices=("sum", "mean"), stages=ONLY_GUIDE)
     size_alpha: float = _opt(0.5, "--size-alpha", "α of energy-size: 1 − EPG / area^α.", "float", lo=0,
                              stages=ONLY_GUIDE)
-    ig_steps: int = _opt(16, "--ig-steps", "Riemann steps of IntGrad on non-X-DNN models.", "int", lo=1)
+    ig_steps: int = _field(options.IG_STEPS)
     allow_unannotated: bool = _opt(False, "--allow-unannotated", "Guide even when the data file marks no training "
                                    "image as annotated (refused otherwise).", "bool", stages=ONLY_GUIDE,
                                    negatable=True)
     # evaluation during training
     eval_attribution: str | None = _opt(None, "--eval-attribution", "Attribution for validation EPG/IoU.", "choice",
-                                        choices=ATTRIBUTIONS,
+                                        choices=registry.ATTRIBUTIONS,
                                         default_help={TRAIN: _per_family("attribution"),
                                                       GUIDE: "the --attribution"})
-    eval_layer: str | None = _opt(None, "--eval-layer", "Layer for validation EPG/IoU.", "choice", choices=LAYERS,
-                                  default_help={TRAIN: "input", GUIDE: "the --layer"})
-    iou_threshold: float = _opt(0.5, "--iou-threshold", "Fixed IoU threshold on min-max normalised maps "
-                                "(reference 0.5).", "float", lo=0, hi=1)
-    quiet: bool = _opt(False, "--quiet", "No progress output.", "bool", short="-q")
+    eval_layer: str | None = _opt(None, "--eval-layer", "Layer for validation EPG/IoU.", "choice",
+                                  choices=registry.LAYERS, default_help={TRAIN: "input", GUIDE: "the --layer"})
+    iou_threshold: float = _field(options.IOU_THRESHOLD)
+    quiet: bool = _field(options.QUIET)
 
     def with_defaults(self, d: dict[str, Any]) -> "RunConfig":
-        """Fill the fields left at None from one family's defaults `d` (a FAMILY_DEFAULTS record)."""
+        """Fill the fields left at None from one family's defaults `d` (`FamilyFacts.training_defaults()`)."""
         attribution = self.attribution if self.attribution is not None else d["attribution"]
         return dataclasses.replace(
             self,
@@ -250,7 +173,7 @@ class RunConfig:
 
 OPTIONS: dict[str, Opt] = {f.name: f.metadata["opt"] for f in fields(RunConfig) if "opt" in f.metadata}
 FIELD_NAMES = {f.name for f in fields(RunConfig)}
-DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(RunConfig) if f.name in OPTIONS}
+DEFAULTS: dict[str, Any] = {name: o.default for name, o in OPTIONS.items()}
 
 
 def options_for(stage: str) -> dict[str, Opt]:
@@ -258,15 +181,9 @@ def options_for(stage: str) -> dict[str, Opt]:
     return {n: o for n, o in OPTIONS.items() if stage in o.stages}
 
 
-def default_text(name: str, stage: str) -> str:
+def default_text(name: str, stage: str) -> str | None:
     """The default as --help shows it."""
-    o = OPTIONS[name]
-    if o.default_help is not None:
-        return o.default_help[stage] if isinstance(o.default_help, dict) else o.default_help
-    value = DEFAULTS[name]
-    if o.kind == "bool":
-        return "off" if not value else "on"
-    return _fmt(value)
+    return OPTIONS[name].default_text(stage)
 
 
 def _lookup(key: str) -> str | None:
@@ -280,62 +197,9 @@ def _lookup(key: str) -> str | None:
 # ------------------------------------------------------------------------------------------ coercion
 
 
-def _kind_of(value: Any) -> str:
-    return {list: "a list", dict: "a mapping", bool: "a boolean", type(None): "nothing"}.get(type(value), repr(value))
-
-
 def coerce(name: str, value: Any, where: str) -> Any:
     """Convert a CLI string or YAML value to the declared type and check it; `where` names it in messages."""
-    o = OPTIONS[name]
-
-    def bad(detail: str = "") -> UsageError:
-        shown = value if isinstance(value, str) else _kind_of(value)
-        shown = f"{shown!r}" if isinstance(value, str) else shown
-        return UsageError(f"{where} must be {o.allowed()}, got {shown}{detail}")
-
-    if o.kind == "bool":
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, int) and value in (0, 1):
-            return bool(value)
-        if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
-            return value.strip().lower() in ("true", "yes", "on", "1")
-        raise bad()
-    if o.kind in ("choice", "path"):
-        if isinstance(value, Path):
-            value = str(value)
-        if not isinstance(value, str) or not value.strip():
-            raise bad()
-        if o.kind == "choice" and value not in (o.choices or ()):
-            close = difflib.get_close_matches(value, o.choices or (), n=1)
-            raise bad(f" (did you mean {close[0]}?)" if close else "")
-        return value
-    # numbers
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise bad()
-    try:
-        number = float(value) if isinstance(value, str) else value
-    except ValueError:
-        raise bad() from None
-    if isinstance(number, float) and not math.isfinite(number):
-        raise bad(" (not a finite number)")
-    if o.kind == "int":
-        if isinstance(number, float):
-            if not number.is_integer():
-                raise bad()
-            number = int(number)
-        if isinstance(value, str):
-            try:  # keep "12345678901234567890" exact
-                number = int(value.strip())
-            except ValueError:
-                pass
-    else:
-        number = float(number)
-    if o.lo is not None and (number < o.lo or (o.lo_open and number == o.lo)):
-        raise bad()
-    if o.hi is not None and number > o.hi:
-        raise bad()
-    return number
+    return options.coerce(OPTIONS[name], value, where)
 
 
 # ------------------------------------------------------------------------------------------ building
@@ -400,7 +264,7 @@ def build_config(stage: str, cli: dict[str, Any], config_file: str | Path | None
     for name, o in options_for(stage).items():
         if o.required and values.get(name) is None:
             if name == "loss":
-                raise UsageError(f"mgkit guide needs --loss ({', '.join(LOSSES)})")
+                raise UsageError(f"mgkit guide needs --loss ({', '.join(registry.LOSSES)})")
             if name == "init_from":
                 raise UsageError("mgkit guide needs --from CHECKPOINT (e.g. runs/BASE/checkpoints/best_f1.pt)")
             raise UsageError(f"{o.flag} is required (on the command line or in --config)")
@@ -443,10 +307,10 @@ def resolve(cfg: RunConfig, parent_model: str | None = None) -> RunConfig:
 
     For guide without --model, pass the parent checkpoint's model name as `parent_model`.
     """
-    model = cfg.model or parent_model or (TRAIN_DEFAULT_MODEL if cfg.stage == TRAIN else None)
+    model = cfg.model or parent_model or (registry.TRAIN_DEFAULT_MODEL if cfg.stage == TRAIN else None)
     if model is None:
         raise ValueError("resolve() of a guide configuration without --model needs parent_model")
-    if model not in MODELS:
+    if model not in registry.MODELS:
         raise UsageError(f"--from {cfg.init_from} holds a {model} model, which this version of mgkit does not know")
     cfg = dataclasses.replace(cfg, model=model)
     cfg = cfg.with_defaults(_family(model).training_defaults())

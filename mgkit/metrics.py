@@ -307,7 +307,8 @@ class LocalizationAccumulator:
         self._grp = _GroupSums(t)
         self._bins = _GroupSums(t, size=nb)
         self._seg = torch.zeros(4, dtype=torch.float64)  # count, ratio, seg_epg, box_epg
-        self._pairs: dict[str, list[Tensor]] = {k: [] for k in ("epg", "iou", "cls", "size", "group")}
+        self._pairs: dict[str, list[Tensor]] = {k: [] for k in ("epg", "iou", "cls", "size", "group", "on_object")}
+        self._sweeps: list[Tensor] = []  # per-pair IoU at every threshold (float32), for pair_iou
 
     def update(
         self,
@@ -337,17 +338,19 @@ class LocalizationAccumulator:
         dev = maps.device
         cls = self._ids(classes, p, dev, "classes")
         grp = None if group is None else self._ids(group, p, dev, "group")
-        e, sweep, total, frac, seg_sums = self._pair_stats(_maps(maps), masks, box_areas, seg_masks, seg_valid)
+        e, sweep, total, frac, seg_sums, on_object = self._pair_stats(_maps(maps), masks, box_areas, seg_masks,
+                                                                       seg_valid)
         bins = torch.bucketize(frac, torch.tensor(self.size_edges[1:-1], dtype=torch.float64, device=dev), right=True)
         # Per-pair results are small: move them to the host once per batch and keep float64 sums there.
         e, sweep, total, frac, cls, bins = (x.cpu() for x in (e, sweep, total, frac, cls, bins))
         self._add(e, sweep, total, frac, cls, bins, None if grp is None else grp.cpu(),
-                  None if seg_sums is None else seg_sums.cpu())
+                  None if seg_sums is None else seg_sums.cpu(), on_object)
 
     def _pair_stats(self, maps: Tensor, masks: Tensor, box_areas: Tensor | None, seg_masks: Tensor | None,
-                    seg_valid: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
+                    seg_valid: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None, Tensor]:
         """Per pair: EPG [P] and the IoU sweep [P, T] (float64), total positive energy [P], box-area
-        fraction [P]; and the on-object sums [4] (count, ratio, seg_epg, box_epg) when seg masks are given."""
+        fraction [P]; the on-object sums [4] (count, ratio, seg_epg, box_epg) when seg masks are given;
+        and the per-pair on-object ratio (host, NaN without segmentation)."""
         p, h, w = maps.shape
         dev = maps.device
         m = masks.to(device=dev, dtype=maps.dtype)
@@ -360,8 +363,9 @@ class LocalizationAccumulator:
         total = pos.sum(dim=(-2, -1))
         e = _epg_of(pos, m, total).to(torch.float64)
         sweep = _sweep(pos, m > 0.5, self.thresholds)  # [P, T] float64
+        on_object = torch.full((p,), float("nan"), dtype=torch.float64)  # per pair; NaN: no segmentation
         if seg_masks is None:
-            return e, sweep, total, frac, None
+            return e, sweep, total, frac, None, on_object
         sm = seg_masks.to(device=dev, dtype=maps.dtype)
         valid = (sm.sum(dim=(-2, -1)) > 0) if seg_valid is None else seg_valid.to(dev).bool().reshape(p)
         e_box = (pos * m).sum(dim=(-2, -1))
@@ -370,10 +374,11 @@ class LocalizationAccumulator:
         seg_epg = torch.where(total < _EPS_ENERGY, torch.zeros_like(total), e_seg / total.clamp(min=_EPS_ENERGY))
         v = valid.to(torch.float64)
         seg_sums = torch.stack([v.sum(), (ratio.double() * v).sum(), (seg_epg.double() * v).sum(), (e * v).sum()])
-        return e, sweep, total, frac, seg_sums
+        on_object = torch.where(valid, ratio.double(), torch.full_like(ratio.double(), float("nan"))).cpu()
+        return e, sweep, total, frac, seg_sums, on_object
 
     def _add(self, e: Tensor, sweep: Tensor, total: Tensor, frac: Tensor, cls: Tensor, bins: Tensor,
-             grp: Tensor | None, seg_sums: Tensor | None) -> None:
+             grp: Tensor | None, seg_sums: Tensor | None, on_object: Tensor) -> None:
         """Fold one batch of per-pair results (host tensors) into the sums and the per-pair columns."""
         p = e.shape[0]
         self._n += p
@@ -389,10 +394,12 @@ class LocalizationAccumulator:
         k = self.thresholds.index(self._match(self.iou_threshold))
         self._pairs["epg"].append(e)
         self._pairs["iou"].append(sweep[:, k])
+        self._sweeps.append(sweep.float())
         self._pairs["cls"].append(cls)
         self._pairs["size"].append(frac)
         # -1 marks "no group given" so per-pair columns stay aligned across updates.
         self._pairs["group"].append(grp if grp is not None else torch.full((p,), -1, dtype=torch.long))
+        self._pairs["on_object"].append(on_object)
 
     @staticmethod
     def _ids(x: Tensor | int, p: int, dev: torch.device, name: str) -> Tensor:
@@ -415,8 +422,16 @@ class LocalizationAccumulator:
         )
 
     def per_pair(self) -> dict[str, Tensor]:
-        """Per-pair EPG, IoU at ``iou_threshold``, class, box-area fraction and group (-1 if not given)."""
+        """Per-pair EPG, IoU at ``iou_threshold``, class, box-area fraction, group (-1 if not given) and
+        on-object ratio (NaN for pairs without a segmentation mask)."""
         return {k: torch.cat(v) for k, v in self._pairs.items() if v}
+
+    def pair_iou(self, threshold: float) -> Tensor:
+        """Per-pair IoU at a tracked threshold (e.g. one chosen on another split), in the order of `per_pair`."""
+        k = self.thresholds.index(self._match(threshold))
+        if not self._sweeps:
+            return torch.zeros(0, dtype=torch.float64)
+        return torch.cat([s[:, k] for s in self._sweeps]).double()
 
     def result(self, iou_threshold: float | None = None) -> dict:
         """Averages over all pairs so far; IoU values at ``iou_threshold`` (default: the fixed one)."""

@@ -1,14 +1,16 @@
-"""Model registry: every network mgkit trains is built by `create_model(name, num_classes, ...)`.
+"""The networks of the registry's models: every network mgkit trains is built by
+`create_model(name, num_classes, ...)`.
 
-Each registered name knows its family (vanilla / bcos / xdnn), how to build the ImageNet-shaped network
-and where its ImageNet weights live. Everything that depends on the family is data in ONE `Family` record
-(timm keeps such facts in a PretrainedCfg per model): input transform, K-class head, supported and
-default attributions, whether IntGrad is exact, explanation mode, guidance layers and training defaults.
+The names, their families and each family's facts (supported and default attributions, whether IntGrad
+is exact, training defaults) are `mgkit.registry`'s, light to import; this module attaches to each name
+how to build the ImageNet-shaped network, and to each family ONE `Family` record of its torch-side
+behaviour (timm keeps such facts in a PretrainedCfg per model): input transform, K-class head,
+explanation mode, guidance layers, closed-form final-layer maps.
 `family_of(name)` gives the record without building a network. `GuidedModel` wraps the network with its
 record, so nothing outside this file branches on a family name.
 
-Weights are never downloaded: ImageNet weights are read from the torch hub cache
-(`torch.hub.get_dir()/checkpoints/<file>`), anything else from a file passed as `weights=`.
+ImageNet weights are read from the torch hub cache (`torch.hub.get_dir()/checkpoints/<file>`) and
+downloaded there first when missing (`mgkit.weights`); anything else comes from a file passed as `weights=`.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ import torchvision
 from bcos.modules import BcosConv2d, norms
 from torch import Tensor, nn
 
-from mgkit import xdnn
+from mgkit import registry, xdnn
+from mgkit import weights as imagenet_weights
 from mgkit.errors import FormatError, MgkitError, UsageError
+from mgkit.registry import LAYERS, FamilyFacts
 
 __all__ = [
     "LAYERS",
@@ -39,9 +43,6 @@ __all__ = [
     "load_weights",
     "read_state_dict",
 ]
-
-LAYERS = ("input", "mid1", "mid2", "mid3", "final")
-"""Guidance layers: the input, then the outputs of ResNet stages layer1..layer4 (paper spec §3.2)."""
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -173,37 +174,43 @@ def _no_explanation_mode(net: nn.Module) -> ContextManager[None]:
 
 @dataclass(frozen=True)
 class Family:
-    """The facts of one model family (vanilla / bcos / xdnn); one record each in `FAMILIES`.
+    """The torch side of one model family (vanilla / bcos / xdnn); one record each in `FAMILIES`.
 
-    Training defaults and where they come from (paper spec §6):
-    - B-cos: lr 1e-4, batch 64, 300 baseline epochs, 50 guided epochs: the reference README's VOC example.
-    - vanilla and X-DNN: lr 1e-5, batch 16, 100 epochs: the reference's argparse defaults (the paper's
-      supplement with per-backbone settings could not be read); guided fine-tuning 50 epochs as for B-cos.
+    Its names, defaults and supported attributions are the registry's `FamilyFacts` (`facts`), read
+    through the attributes below, so that `--help` and option checks need no torch import.
     """
 
-    name: str
+    facts: FamilyFacts
     prepare: Callable[[Tensor], Tensor]  # images float [B,3,H,W] in [0,1] -> network input
     input_channels: int  # channels of the network input
     put_head: Callable[[nn.Module, int], None]  # replace the ImageNet head by a fresh K-class one (§4)
-    attributions: tuple[str, ...]  # attributions this family supports
-    default_attribution: str
-    exact_intgrad: bool  # IntGrad is exact in one pass (positively homogeneous network: X-DNN)
     explanation_mode: Callable[[nn.Module], ContextManager[None]]  # dynamic weights constant inside
     stage_modules: tuple[str, ...]  # attribute of the network behind mid1..final (LAYERS[1:])
     remap_state: Callable[[nn.Module, dict[str, Tensor]], dict[str, Tensor]]  # foreign file layouts -> ours
-    lr: float
-    batch_size: int
-    train_epochs: int
-    guide_epochs: int
     # method -> fn(net, act) giving every class's map [B, K, h, w] at the "final" layer from the forward
     # activation `act` alone (no backward); methods missing here take the autograd path
     final_layer_maps: Mapping[str, Callable[[nn.Module, Tensor], Tensor]] = field(
         default_factory=dict, hash=False, compare=False)
 
+    @property
+    def name(self) -> str:
+        return self.facts.name
+
+    @property
+    def attributions(self) -> tuple[str, ...]:
+        return self.facts.attributions
+
+    @property
+    def default_attribution(self) -> str:
+        return self.facts.default_attribution
+
+    @property
+    def exact_intgrad(self) -> bool:
+        return self.facts.exact_intgrad
+
     def training_defaults(self) -> dict[str, Any]:
-        """The defaults `config.resolve` fills in (config.FAMILY_DEFAULTS mirrors them for --help)."""
-        return {"lr": self.lr, "batch_size": self.batch_size, "train_epochs": self.train_epochs,
-                "guide_epochs": self.guide_epochs, "attribution": self.default_attribution}
+        """The defaults `config.resolve` fills in (the registry's facts)."""
+        return self.facts.training_defaults()
 
     def layer_module(self, net: nn.Module, layer: str) -> nn.Module | None:
         """The module of `net` whose output is guidance layer `layer` (None for "input")."""
@@ -270,24 +277,20 @@ def _bcos_head_maps(method: str) -> Callable[[nn.Module, Tensor], Tensor]:
     return maps
 
 
-_COMMON = dict(stage_modules=_RESNET_STAGES, guide_epochs=50)
+_COMMON = dict(stage_modules=_RESNET_STAGES)
+_FACTS = registry.FAMILIES
 FAMILIES: dict[str, Family] = {
-    "vanilla": Family(name="vanilla", prepare=_imagenet_normalise, input_channels=3, put_head=_linear_head,
-                      attributions=("ixg", "gradcam", "intgrad"), default_attribution="ixg", exact_intgrad=False,
+    "vanilla": Family(facts=_FACTS["vanilla"], prepare=_imagenet_normalise, input_channels=3, put_head=_linear_head,
                       explanation_mode=_no_explanation_mode, remap_state=_same_state,
-                      lr=1e-5, batch_size=16, train_epochs=100,
                       final_layer_maps={m: _gap_linear_maps(m) for m in ("ixg", "gradcam", "intgrad")}, **_COMMON),
-    "xdnn": Family(name="xdnn", prepare=_imagenet_normalise, input_channels=3, put_head=_linear_head,
-                   attributions=("ixg", "gradcam", "intgrad"), default_attribution="intgrad", exact_intgrad=True,
+    "xdnn": Family(facts=_FACTS["xdnn"], prepare=_imagenet_normalise, input_channels=3, put_head=_linear_head,
                    explanation_mode=_no_explanation_mode, remap_state=_same_state,
-                   lr=1e-5, batch_size=16, train_epochs=100,
                    final_layer_maps={m: _gap_linear_maps(m) for m in ("ixg", "gradcam", "intgrad")}, **_COMMON),
-    "bcos": Family(name="bcos", prepare=_bcos_channels, input_channels=6, put_head=_bcos_head_on,
-                   attributions=("bcos", "ixg", "gradcam", "intgrad"), default_attribution="bcos",
-                   exact_intgrad=False, explanation_mode=_bcos_explanation_mode, remap_state=_bcos_state,
-                   lr=1e-4, batch_size=64, train_epochs=300,
+    "bcos": Family(facts=_FACTS["bcos"], prepare=_bcos_channels, input_channels=6, put_head=_bcos_head_on,
+                   explanation_mode=_bcos_explanation_mode, remap_state=_bcos_state,
                    final_layer_maps={m: _bcos_head_maps(m) for m in ("bcos", "ixg", "gradcam")}, **_COMMON),
 }
+assert list(FAMILIES) == list(_FACTS), "every registry family needs its Family record here"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -299,7 +302,6 @@ class _Spec:
     family: str
     build: Callable[[], nn.Module]  # the ImageNet-shaped network (1000 classes)
     head_key: str  # state-dict key of the classifier weight: tells ImageNet files from K-class files
-    pretrained: Callable[[], tuple[str, str]] | None  # -> (file name in the hub cache, where it comes from)
 
 
 _REGISTRY: dict[str, _Spec] = {}
@@ -308,35 +310,23 @@ _REGISTRY: dict[str, _Spec] = {}
 _Builder = Callable[[], nn.Module]
 
 
-def _register(name: str, family: str, head_key: str,
-              pretrained: Callable[[], tuple[str, str]] | None) -> Callable[[_Builder], _Builder]:
-    """Register a constructor of the ImageNet-shaped network under `name` (timm-style)."""
+def _register(name: str, head_key: str) -> Callable[[_Builder], _Builder]:
+    """Attach the constructor of the ImageNet-shaped network to the registry's model `name` (timm-style);
+    its ImageNet weights file, if any, is `mgkit.weights.WEIGHTS[name]`."""
 
     def decorator(build: _Builder) -> _Builder:
-        _REGISTRY[name] = _Spec(name, family, build, head_key, pretrained)
+        _REGISTRY[name] = _Spec(name, registry.MODELS[name], build, head_key)
         return build
 
     return decorator
 
 
-def _torchvision_file(weights: str) -> tuple[str, str]:
-    url = getattr(torchvision.models, weights).IMAGENET1K_V1.url
-    return url.rsplit("/", 1)[-1], url
-
-
-def _bcos_file(arch: str) -> tuple[str, str]:
-    from bcos.models.pretrained import URLS  # slow import (pulls in the package's experiment configs)
-
-    url = URLS["bcos_final"][arch]
-    return url.rsplit("/", 1)[-1], url
-
-
-@_register("resnet18", "vanilla", "fc.weight", partial(_torchvision_file, "ResNet18_Weights"))
+@_register("resnet18", "fc.weight")
 def _resnet18() -> nn.Module:
     return torchvision.models.resnet18(weights=None)
 
 
-@_register("resnet50", "vanilla", "fc.weight", partial(_torchvision_file, "ResNet50_Weights"))
+@_register("resnet50", "fc.weight")
 def _resnet50() -> nn.Module:
     return torchvision.models.resnet50(weights=None)
 
@@ -353,29 +343,28 @@ def _bcos_resnet(entry: str) -> nn.Module:
     )
 
 
-@_register("bcos-resnet18", "bcos", "fc.linear.weight", partial(_bcos_file, "resnet_18"))
+@_register("bcos-resnet18", "fc.linear.weight")
 def _bcos_resnet18() -> nn.Module:
     return _bcos_resnet("resnet18")
 
 
-@_register("bcos-resnet50", "bcos", "fc.linear.weight", partial(_bcos_file, "resnet_50"))
+@_register("bcos-resnet50", "fc.linear.weight")
 def _bcos_resnet50() -> nn.Module:
     return _bcos_resnet("resnet50")
 
 
-@_register("xdnn-resnet18", "xdnn", "fc.weight", None)  # a small test model: no ImageNet weights exist
+@_register("xdnn-resnet18", "fc.weight")  # a small test model: no ImageNet weights exist
 def _xdnn_resnet18() -> nn.Module:
     return xdnn.xdnn_resnet18()
 
 
-@_register("xdnn-resnet50", "xdnn", "fc.weight",
-           lambda: ("xfixup_resnet50_model_best.pth.tar", "github.com/visinf/fast-axiomatic-attribution"))
+@_register("xdnn-resnet50", "fc.weight")
 def _xdnn_resnet50() -> nn.Module:
     return xdnn.xdnn_resnet50()
 
 
-MODEL_NAMES: tuple[str, ...] = tuple(_REGISTRY)
-"""resnet18, resnet50, bcos-resnet18, bcos-resnet50, xdnn-resnet18 (a small test model), xdnn-resnet50."""
+MODEL_NAMES: tuple[str, ...] = registry.MODEL_NAMES
+assert set(_REGISTRY) == set(MODEL_NAMES), "every registry model needs a builder here"
 
 
 def family_of(model_name: str) -> Family:
@@ -436,20 +425,6 @@ class GuidedModel(nn.Module):
 # Weights
 # --------------------------------------------------------------------------------------------------
 _WRAPPER_KEYS = ("model", "state_dict", "model_state_dict")
-
-
-def _pretrained_path(spec: _Spec) -> Path:
-    """The cached ImageNet weights of `spec`; never downloads."""
-    if spec.pretrained is None:
-        raise MgkitError(f"no ImageNet weights exist for {spec.name}; pass --weights PATH or train from scratch.")
-    filename, source = spec.pretrained()
-    path = Path(torch.hub.get_dir()) / "checkpoints" / filename
-    if not path.is_file():
-        raise MgkitError(
-            f"ImageNet weights for {spec.name} are not available offline: put {filename} "
-            f"(from {source}) into {path.parent}/, or pass --weights PATH."
-        )
-    return path
 
 
 def _strip_prefix(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
@@ -548,8 +523,8 @@ def create_model(name: str, num_classes: int, *, pretrained: bool = False,
                  weights: str | Path | None = None) -> GuidedModel:
     """Build model `name` with a `num_classes`-way head.
 
-    pretrained: start from the ImageNet weights in the torch hub cache (raises MgkitError naming the
-        file to put there when it is absent; nothing is downloaded).
+    pretrained: start from the ImageNet weights in the torch hub cache, downloaded there first when
+        missing (`mgkit.weights.ensure`; offline, MgkitError naming the URL and the cache path).
     weights: a checkpoint file (see `read_state_dict`). A file with an ImageNet (1000-class) head is
         loaded before the head is replaced, a K-class file after. It defines every parameter, so
         `pretrained` is not used when `weights` is given.
@@ -566,7 +541,7 @@ def create_model(name: str, num_classes: int, *, pretrained: bool = False,
         source = Path(weights)
         state = read_state_dict(source)
     elif pretrained:
-        source = _pretrained_path(spec)
+        source = imagenet_weights.ensure(name)
         state = read_state_dict(source)
 
     family = FAMILIES[spec.family]

@@ -189,8 +189,9 @@ def read_records(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
 
 
 def write_record(path: str | Path, rec: Mapping[str, Any]) -> None:
-    """Write one record as strict, indented JSON, atomically."""
+    """Write one record as strict JSON, atomically: indented, or on one line for a .jsonl file (JSON Lines,
+    as `records_in` reads it)."""
     from mgkit.artifacts import write_text_atomic
 
     validate_record(rec, str(path))
-    write_text_atomic(path, dumps(rec, indent=2) + "\n")
+    write_text_atomic(path, dumps(rec, indent=None if Path(path).suffix == ".jsonl" else 2) + "\n")

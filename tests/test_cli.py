@@ -207,7 +207,7 @@ def test_help_fits_80_columns_and_shows_defaults(command):
     flat = re.sub(r"\s+", " ", text).replace("- ", "-")  # click wraps after hyphens
     assert "[default: per model family: 1e-4 B-cos, 1e-5 others]" in flat  # --lr
     assert "[default: per model family: 64 B-cos, 16 others]" in flat  # --batch-size
-    assert "--workers INTEGER" in text and "[default: 2]" in flat
+    assert "--workers INTEGER" in text and "[default: 0 on the CPU, up to 8 on CUDA]" in flat
     assert "One of: resnet18, resnet50, bcos-resnet18" in flat  # --model choices listed
     if command == "guide":
         assert "--loss [energy|l1|ppce|rrr|energy-size]" in text
@@ -216,3 +216,58 @@ def test_help_fits_80_columns_and_shows_defaults(command):
     else:
         assert "--loss" not in text and "--lambda" not in text
         assert "[default: per model family: 300 B-cos, 100 others]" in flat  # --epochs
+
+
+# ------------------------------------------------------------------------------------------- own inputs
+# No stage writes over one of its own inputs: each case names an input as the output. The inputs are
+# placeholders (a few bytes): the refusal must come before any of them is read, and leave them unchanged.
+
+OWN_INPUT = [
+    ("prepare", ["prepare", "coco", "--train-ann-file", "in.json", "--train-image-dir", ".", "--out", "in.json"],
+     "--out in.json is also an input"),
+    ("train", ["train", "--data", "in.h5", "--out", "in.h5"], "--out in.h5 is a file"),
+    ("guide", ["guide", "--from", "in.pt", "--loss", "energy", "--data", "in.h5", "--out", "in.pt"],
+     "--out in.pt is a file"),
+    ("evaluate", ["evaluate", "in.pt", "--data", "in.h5", "--out", "in.pt"], "--out in.pt is also an input"),
+    ("evaluate-data", ["evaluate", "in.pt", "--data", "in.h5", "--out", "./in.h5"], "--out in.h5 is also an input"),
+    ("evaluate-baseline", ["evaluate", "in.pt", "--data", "in.h5", "--baseline", "in.json", "--out", "in.json"],
+     "--out in.json is also an input"),
+    ("evaluate-pareto", ["evaluate", "--pareto", "run", "--data", "in.h5", "--out", "run/pareto/pareto.json"],
+     "--out run/pareto/pareto.json is a file inside run, an input"),
+    ("shift", ["shift", "in.pt", "--data", "in.h5", "--out", "in.pt"], "--out in.pt is also an input"),
+    ("export", ["export", "in.pt", "--out", "in.pt"], "--out in.pt is also an input"),
+    ("explain", ["explain", "in.png", "--data", "in.h5", "--out", "in.png"], "--out in.png is also an input"),
+    ("explain-sidecar", ["explain", "in.pt", "--data", "in.json", "--out", "in.png"],
+     "the sidecar of --out in.json is also an input"),
+    ("tables-report", ["tables", "in.json", "--out", "t", "--report", "in.json"], "--report in.json is also an input"),
+    ("tables-out", ["tables", "in.json", "--out", "in.json"], "--out in.json is also an input"),
+]
+
+
+@pytest.mark.parametrize("argv,expected", [c[1:] for c in OWN_INPUT], ids=[c[0] for c in OWN_INPUT])
+def test_no_stage_writes_over_its_own_input(tmp_path, monkeypatch, argv, expected):
+    monkeypatch.chdir(tmp_path)
+    inputs = {name: f"input {name}" for name in ("in.json", "in.h5", "in.pt", "in.png", "run/pareto/pareto.json")}
+    for name, text in inputs.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    r = runner.invoke(app, argv)
+    assert r.exit_code == 2, r.output
+    assert expected in _one_line_error(r)
+    files = {p.relative_to(tmp_path).as_posix(): p.read_text() for p in tmp_path.rglob("*") if p.is_file()}
+    assert files == inputs  # untouched, nothing added
+
+
+def test_explain_refuses_a_sidecar_folder_before_drawing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "fig.json").mkdir()
+    r = runner.invoke(app, ["explain", "never.pt", "--data", NO_DATA, "--out", "fig.png"])
+    assert r.exit_code == 2 and "the sidecar of --out fig.json is a directory" in _one_line_error(r)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fig.json"]
+
+
+def test_evaluate_refuses_a_bad_out_before_reading_anything(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    r = runner.invoke(app, ["evaluate", "never.pt", "--data", NO_DATA, "--out", "afile/r.json"])
+    assert r.exit_code == 2 and "--out afile/r.json: afile is a file, not a folder" in _one_line_error(r)

@@ -265,6 +265,8 @@ def test_accumulator_matches_loops():
     pp = acc.per_pair()
     assert pp["epg"].shape == (n,) and torch.equal(pp["cls"], classes)
     assert pp["iou"].tolist() == pytest.approx(io)
+    obj = pp["on_object"][~torch.isnan(pp["on_object"])]  # the pairs with a segmentation mask
+    assert len(obj) == oo["count"] and float(obj.mean()) == pytest.approx(oo["ratio"], rel=1e-6)
 
 
 def test_accumulator_chosen_threshold_protocol():

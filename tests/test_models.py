@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import re
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -191,15 +193,16 @@ def test_xdnn_is_positively_homogeneous() -> None:
 # ---------------------------------------------------------------------------------------------- weights
 @pytest.fixture
 def hub_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """An empty torch hub cache; any attempt to download fails the test."""
+    """An empty torch hub cache with no network: every download attempt is refused."""
     previous = torch.hub.get_dir()
     torch.hub.set_dir(str(tmp_path / "hub"))
 
-    def no_download(*args: object, **kwargs: object) -> None:
-        raise AssertionError("mgkit tried to download weights")
+    def offline(*args: object, **kwargs: object) -> None:
+        raise urllib.error.URLError("offline in this test")
 
-    monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
     yield tmp_path / "hub" / "checkpoints"
     torch.hub.set_dir(previous)
 
@@ -208,12 +211,14 @@ def hub_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     ("resnet18", "resnet18-f37072fd.pth"),
     ("resnet50", "resnet50-0676ba61.pth"),
     ("bcos-resnet18", "resnet_18-68b4160fff.pth"),
-    ("bcos-resnet50", "resnet_50-ead259efe4.pth"),
+    ("bcos-resnet50", "resnet_50-f46c1a4159.pth"),
     ("xdnn-resnet50", "xfixup_resnet50_model_best.pth.tar"),
 ])
 def test_pretrained_absent_offline_names_the_file(hub_dir: Path, name: str, filename: str) -> None:
-    with pytest.raises(MgkitError, match=rf"put {re.escape(filename)} .* into .*--weights PATH"):
+    with pytest.raises(MgkitError, match=rf"cannot download .* {name} from .*offline in this test.* to "
+                                         rf"{re.escape(str(hub_dir / filename))}, or pass --weights PATH"):
         create_model(name, K, pretrained=True)
+    assert not hub_dir.exists() or not any(hub_dir.iterdir())  # nothing half-written
 
 
 def test_pretrained_absent_for_xdnn_resnet18(hub_dir: Path) -> None:

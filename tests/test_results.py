@@ -72,3 +72,12 @@ def test_wrong_version_kind_and_missing_identity_are_refused(tmp_path):
     with pytest.raises(ValueError):
         by_name([1.0], ["a", "b"])
     assert math.isfinite(rec["identity"]["lambda"])
+
+
+def test_a_jsonl_record_is_written_as_json_lines(tmp_path):
+    """`--out r.jsonl` gives one line that `mgkit tables` (records_in) reads back, not indented JSON."""
+    rec = record("evaluation", _ident(), metrics={"f1": 0.5, "epg": 0.25, "iou": 0.1})
+    write_record(tmp_path / "r.jsonl", rec)
+    lines = (tmp_path / "r.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0]) == rec
+    assert read_records([tmp_path / "r.jsonl"]) == [rec]

@@ -50,17 +50,23 @@ class Sample:
     stats: dict[str, int] = field(default_factory=dict)  # e.g. boxes dropped or clipped
 
 
-def select_annotated(n: int, frac: float, seed: int) -> np.ndarray:
-    """The `--bbox-frac` subsample: exactly int(frac * n) images (at least 1 when frac > 0).
+def select_annotated(n: int, frac: float, seed: int, count: int | None = None) -> np.ndarray:
+    """The `--bbox-frac` subsample: exactly int(frac * n) images (at least 1 when frac > 0), or exactly
+    min(count, n) images with `--bbox-count` (an absolute budget: the paper's 1 % of VOC is about 25
+    images, which 1 % of a small demo set is not).
 
     Uses numpy's legacy RandomState so that, for the same image order and seed, the subset equals
     the reference's `np.random.seed(seed); np.random.choice(n, int(frac * n), replace=False)`.
     """
     if not 0.0 <= frac <= 1.0:
         raise ValueError(f"bbox_frac must lie in [0, 1], got {frac}")
+    if count is not None and count < 0:
+        raise ValueError(f"bbox_count must be non-negative, got {count}")
     k = int(frac * n)
     if frac > 0 and n > 0:
         k = max(k, 1)
+    if count is not None:
+        k = min(count, n)
     mask = np.zeros(n, dtype=bool)
     if k:
         mask[np.random.RandomState(seed).choice(n, k, replace=False)] = True

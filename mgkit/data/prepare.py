@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import multiprocessing as mp
 import signal
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from PIL import Image, ImageFile
 
 from mgkit.artifacts import provenance as base_provenance
 from mgkit.data.format import DatasetWriter, Sample, select_annotated
-from mgkit.errors import MgkitError
+from mgkit.errors import MgkitError, UsageError
 from mgkit.progress import Reporter
 
 # Guidance subsample applies to this split only; val/test keep every box for evaluation.
@@ -119,6 +120,33 @@ def _worker_signals() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+class _StopRequests:
+    """While active, SIGINT and SIGTERM are only recorded; `check()` in the main loop turns a recorded
+    signal into KeyboardInterrupt. Raising from the handler itself could land inside a weakref callback
+    (the pool's bookkeeping), where Python reports and swallows the exception and the run went on."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _record(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> "_StopRequests":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._record)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
 def _safe_load(load: Callable[[Record, int], Sample], size: int, record: Record) -> Sample | BadSample:
     try:
         return load(record, size)
@@ -158,12 +186,52 @@ def empty_split_warning(split: str, records: int, skipped: int) -> str:
     return f"split '{split}' is empty ({why}){need}"
 
 
+def _write_split(writer: DatasetWriter, plan: SourcePlan, split: str, results: Any, rep: Reporter,
+                 stop: _StopRequests, *, skip_bad: bool, bbox_frac: float, seed: int,
+                 bbox_count: int | None) -> tuple[dict[str, Any], int]:
+    """Write one split from its loaded `results`; its summary entry and the number of images written."""
+    records = plan.splits[split]
+    sw = writer.add_split(split, len(records), segmentation=split in plan.segmentation_splits,
+                          group_names=plan.group_names)
+    stats: Counter = Counter()
+    skipped: list[str] = []
+    for res in rep.track(results, len(records), f"{plan.source} {split}"):
+        stop.check()
+        if isinstance(res, BadSample):
+            if not skip_bad:
+                raise res
+            skipped.append(str(res))
+            continue
+        stats.update(res.stats)
+        sw.append(res)
+    sw.flush()
+    if not plan.has_boxes:
+        annotated = np.zeros(sw.n, dtype=bool)
+    elif split == GUIDANCE_SPLIT:
+        annotated = select_annotated(sw.n, bbox_frac, seed, bbox_count)
+    else:
+        annotated = np.ones(sw.n, dtype=bool)
+    sw.finish(annotated)
+    entry = {"images": sw.n, "boxes": sw.n_boxes, "annotated": int(annotated.sum()), "skipped": len(skipped),
+             **dict(stats)}
+    if skipped:
+        entry["skipped_files"] = skipped[:20]
+    return entry, len(skipped)
+
+
 def run_prepare(plan: SourcePlan, out: str | Path, *, size: int, bbox_frac: float, seed: int,
                 workers: int = 0, force: bool = False, skip_bad: bool = False,
-                options: dict[str, Any] | None = None, quiet: bool = False) -> dict[str, Any]:
-    """Write `plan` to `out` atomically and return a summary (counts per split, skipped files)."""
+                options: dict[str, Any] | None = None, quiet: bool = False,
+                bbox_count: int | None = None) -> dict[str, Any]:
+    """Write `plan` to `out` atomically and return a summary (counts per split, skipped files).
+
+    `bbox_count` annotates exactly that many training images instead of int(bbox_frac * n); bbox_frac is
+    then recorded as the condition the budget stands for (e.g. 0.01 for "1 % of VOC ~ 25 images")."""
     if not 0.0 <= bbox_frac <= 1.0:
         raise MgkitError(f"--bbox-frac must lie in [0, 1], got {bbox_frac}")
+    n_guide = len(plan.splits.get(GUIDANCE_SPLIT, []))
+    if bbox_count is not None and not 0 <= bbox_count <= n_guide:
+        raise UsageError(f"--bbox-count {bbox_count} must lie in [0, {n_guide}] (the {GUIDANCE_SPLIT} split's images)")
     out = Path(out)
     if out.exists() and not force:
         raise MgkitError(f"{out} already exists; pass --force to overwrite it")
@@ -177,43 +245,25 @@ def run_prepare(plan: SourcePlan, out: str | Path, *, size: int, bbox_frac: floa
     load = functools.partial(_safe_load, plan.load, size)
     pool = (mp.get_context("fork").Pool(workers, initializer=_worker_signals)
             if workers > 1 and plan.workers_ok else None)
+    stop = _StopRequests()
     try:
-        with writer, Reporter(quiet=quiet) as rep:
+        with stop, writer, Reporter(quiet=quiet) as rep:
             for split, records in plan.splits.items():
-                sw = writer.add_split(split, len(records), segmentation=split in plan.segmentation_splits,
-                                      group_names=plan.group_names)
-                stats: Counter = Counter()
-                skipped: list[str] = []
                 results = pool.imap(load, records, chunksize=8) if pool else map(load, records)
-                for res in rep.track(results, len(records), f"{plan.source} {split}"):
-                    if isinstance(res, BadSample):
-                        if not skip_bad:
-                            raise res
-                        skipped.append(str(res))
-                        continue
-                    stats.update(res.stats)
-                    sw.append(res)
-                sw.flush()
-                if not plan.has_boxes:
-                    annotated = np.zeros(sw.n, dtype=bool)
-                elif split == GUIDANCE_SPLIT:
-                    annotated = select_annotated(sw.n, bbox_frac, seed)
-                else:
-                    annotated = np.ones(sw.n, dtype=bool)
-                sw.finish(annotated)
-                summary["splits"][split] = {
-                    "images": sw.n, "boxes": sw.n_boxes, "annotated": int(annotated.sum()),
-                    "skipped": len(skipped), **dict(stats),
-                }
-                if skipped:
-                    summary["splits"][split]["skipped_files"] = skipped[:20]
-                if sw.n == 0:
-                    summary["warnings"].append(empty_split_warning(split, len(records), len(skipped)))
+                entry, skipped = _write_split(writer, plan, split, results, rep, stop, skip_bad=skip_bad,
+                                              bbox_frac=bbox_frac, seed=seed, bbox_count=bbox_count)
+                summary["splits"][split] = entry
+                if entry["images"] == 0:
+                    summary["warnings"].append(empty_split_warning(split, len(records), skipped))
             for split in TRAINING_SPLITS:
                 if split not in plan.splits:
                     summary["warnings"].append(f"no '{split}' split: `mgkit train` and `mgkit guide` need "
                                                f"{' and '.join(TRAINING_SPLITS)}")
             writer.set_attr("summary", summary["splits"])
+            stop.check()  # the last chance before the file is renamed into place
+        if stop.signum is not None:  # arrived while the file was renamed into place: an interrupted run
+            out.unlink(missing_ok=True)
+            raise KeyboardInterrupt
         if pool is not None:
             pool.close()
     finally:

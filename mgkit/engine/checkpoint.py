@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from mgkit import __version__
-from mgkit.artifacts import atomic_path
+from mgkit.artifacts import atomic_path, check_output
 from mgkit.errors import FormatError, MgkitError
 from mgkit.models import GuidedModel, Family, create_model, family_of
 
@@ -110,7 +110,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         if not (isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT):
             raise FormatError(f"{path}: not a readable checkpoint ({first.__class__.__name__})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise FormatError(f"{path}: not an mgkit checkpoint (for plain weights files use --weights)")
+        raise FormatError(f"{path}: not an mgkit checkpoint (a plain weights file can start a run: mgkit train --weights)")
     ckpt["model"] = net_state(ckpt["model"])
     return ckpt
 
@@ -193,6 +193,7 @@ def model_from_checkpoint(path: str | Path, *, device: str | torch.device = "cpu
 def export_state_dict(path: str | Path, out: str | Path) -> dict[str, Any]:
     """Write the plain network state dict of checkpoint `path` to `out` (loads into torchvision /
     bcos models with load_state_dict, and with torch.load(..., weights_only=True))."""
+    check_output(out, inputs=[path])
     ckpt = load_checkpoint(path)
     with atomic_path(out) as tmp:
         torch.save(ckpt["model"], tmp)

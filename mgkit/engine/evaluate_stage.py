@@ -1,23 +1,24 @@
 """`mgkit evaluate`: score checkpoints on a split of a prepared data file as result-schema records.
 
 One checkpoint gives a record of kind "evaluation" (optionally with the baseline scored the same way);
-several guided runs (`--pareto`) give kind "pareto": every checkpoint of their validation Pareto fronts
-scored on the evaluated split, and the non-dominated set of that merged pool.
+several guided runs (`--pareto`) give kind "pareto": the checkpoints of their validation Pareto fronts
+merged into one front on VALIDATION metrics (the paper's selection), each scored on the evaluated split.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from mgkit import results
-from mgkit.attribution import METHODS, PostProcess, evaluation_maps, post_process
+from mgkit.attribution import PostProcess, evaluation_maps, post_process
 from mgkit.data.facts import DataFacts, read_facts
-from mgkit.data.loader import H5Split, make_loader
+from mgkit.data.loader import H5Split, default_workers, make_loader
 from mgkit.engine.checkpoint import CheckpointInfo, model_from_checkpoint
 from mgkit.engine.distributed import DistEnv, pick_device
 from mgkit.engine.rundir import Run
@@ -25,11 +26,9 @@ from mgkit.engine.split_metrics import evaluate, result_sections
 from mgkit.errors import MgkitError, UsageError
 from mgkit.fronts import pareto_front
 from mgkit.losses import LOSS_POSTPROCESS
-from mgkit.models import LAYERS, GuidedModel
+from mgkit.models import GuidedModel
 from mgkit.progress import Reporter, log
 from mgkit.results import HEADLINE_KEYS, PARETO_KEYS
-
-MAPS = ("raw", "reference")
 
 
 @dataclass(frozen=True)
@@ -46,25 +45,20 @@ class EvalOptions:
     seed: int = 0
     device: str = "auto"
     eval_batch_size: int = 64
-    workers: int = 0
+    workers: int | None = None  # None: loader.default_workers for the device
     amp: str = "none"
     iou_threshold: float = 0.5
     ig_steps: int = 16
     quiet: bool = False
 
     def check(self) -> None:
-        if self.maps not in MAPS:
-            raise UsageError(f"--maps must be raw or reference, got {self.maps!r}")
-        if self.layer is not None and self.layer not in LAYERS:
-            raise UsageError(f"--layer must be one of {', '.join(LAYERS)}, got {self.layer!r}")
-        if self.attribution is not None and not self.attribution.startswith("captum:") \
-                and self.attribution not in METHODS:
-            raise UsageError(f"--attribution must be one of {', '.join(METHODS)} or captum:NAME, "
-                             f"got {self.attribution!r}")
-        if self.amp not in ("none", "bf16"):
-            raise UsageError(f"--amp must be none or bf16, got {self.amp!r}")
-        if self.eval_batch_size < 1:
-            raise UsageError("--eval-batch-size must be at least 1")
+        """Every value against its declaration in mgkit.options (what `mgkit evaluate` checks)."""
+        from mgkit.options import EVALUATE, coerce
+
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in EVALUATE and value is not None:
+                coerce(EVALUATE[f.name], value)
 
 
 def maps_for(method: str):
@@ -125,6 +119,8 @@ class Evaluator:
         if opts.threshold_split is not None:
             self.ctx.require(opts.threshold_split, "--threshold-split")
         self.device = pick_device(opts.device, DistEnv())
+        if opts.workers is None:
+            self.opts = opts = dataclasses.replace(opts, workers=default_workers(self.device))
         if opts.amp == "bf16" and self.device.type not in ("cuda", "cpu"):
             raise UsageError(f"--amp bf16 needs a CUDA device or the CPU, not {self.device.type}")
 
@@ -176,7 +172,7 @@ class Evaluator:
         if tsplit is not None and tsplit == split:
             chosen = res["localization"]["best_threshold"]
             res["localization"]["iou_chosen"] = res["localization"]["best_iou"]
-        sec = result_sections(res, info.classes, self.ctx.group_names.get(split))
+        sec = result_sections(res, info.classes, self.ctx.group_names.get(split), keep_per_image=True)
         if tsplit is None:
             sec["metrics"]["iou_chosen"] = None
         if not res["finite_logits"]:
@@ -187,9 +183,24 @@ class Evaluator:
             images=res["images"], seed=self.opts.seed)
         return sec
 
+    def check_checkpoints(self, paths: list[str | Path]) -> None:
+        """Refuse, before any pass, a checkpoint that does not fit the data or the attribution and layer."""
+        for path in paths:
+            self.setting(*self.load(path))
+
+    def check_baseline(self, path: str | Path, baseline: str | Path) -> None:
+        """Refuse, before any pass, a baseline that does not fit the data or cannot be scored with the
+        model's attribution and layer (e.g. a B-cos attribution for a vanilla baseline)."""
+        model, info = self.load(path)
+        bmodel, binfo = self.load(baseline)
+        attribution, layer, _ = self.setting(model, info)
+        self.setting(bmodel, binfo, attribution, layer)
+
     def record(self, path: str | Path, baseline: str | Path | None = None) -> dict[str, Any]:
         """Kind "evaluation": one checkpoint; with `baseline`, the baseline scored at the same layer with
         the same attribution in section "baseline", and "delta" = model - baseline."""
+        if baseline is not None:
+            self.check_baseline(path, baseline)
         model, info = self.load(path)
         sec = self.sections(model, info)
         del model
@@ -210,39 +221,90 @@ def delta(metrics: dict[str, Any], base: dict[str, Any]) -> dict[str, float | No
             for k in HEADLINE_KEYS if k in metrics or k in base}
 
 
-def pareto_checkpoints(run_dir: str | Path) -> list[Path]:
-    """The checkpoints of a guided run's validation Pareto front (runs/X/pareto/pareto.json)."""
+@dataclass(frozen=True)
+class Candidate:
+    """One checkpoint of a run's validation Pareto front, with the validation metrics it was kept for."""
+
+    run: str
+    path: Path
+    epoch: int | None
+    metrics: dict[str, float]  # F1, EPG, IoU on the selection split
+    split: str
+    bin_width: float
+
+
+def pareto_candidates(run_dir: str | Path) -> list[Candidate]:
+    """The checkpoints of a guided run's validation Pareto front (runs/X/pareto/pareto.json), each with
+    the validation metrics the index records for it."""
     run = Run(run_dir)
     index = run.pareto_dir / "pareto.json"
     if not index.exists():
         raise MgkitError(f"{run_dir}: no Pareto front ({index} is missing; --pareto takes guided run directories)")
     try:
-        entries = json.loads(index.read_text())["entries"]
-        paths = [run.pareto_dir / e["checkpoint"] for e in entries]
-    except (ValueError, KeyError, TypeError):
+        doc = json.loads(index.read_text())
+        # indexes written before the split was recorded were kept on validation too
+        split, width = str(doc.get("split", "val")), float(doc.get("bin_width", 0.005))
+        out = [Candidate(str(run_dir), run.pareto_dir / e["checkpoint"], e.get("epoch"),
+                         {k: e[k] for k in PARETO_KEYS}, split, width) for e in doc["entries"]]
+    except (ValueError, KeyError, TypeError, AttributeError):
         raise MgkitError(f"{index}: not a Pareto index written by mgkit guide") from None
-    missing = [p for p in paths if not p.exists()]
+    missing = [c.path for c in out if not c.path.exists()]
     if missing:
         raise MgkitError(f"{index} lists {missing[0].name}, which is missing")
-    if not paths:
+    if not out:
         raise MgkitError(f"{index}: the front is empty")
-    return paths
+    return out
 
 
 def merged_front(entries: list[dict[str, Any]], bin_width: float = 0.005) -> list[int]:
-    """Indices of the non-dominated entries in (F1, EPG, IoU) on the evaluated split (the training
-    front's 0.005 binning); entries with an undefined metric cannot be on it."""
+    """Indices of the non-dominated entries in (F1, EPG, IoU) of their "metrics" (the training front's
+    0.005 binning); entries with an undefined metric cannot be on it."""
     usable = [i for i, e in enumerate(entries) if all(e["metrics"].get(k) is not None for k in PARETO_KEYS)]
     keep = pareto_front([[entries[i]["metrics"][k] for k in PARETO_KEYS] for i in usable], bin_width)
     return sorted(usable[j] for j in keep)
 
 
+def select_on_validation(run_dirs: list[str | Path]) -> tuple[list[Candidate], dict[str, Any]]:
+    """The paper's selection (§4 "Selecting the best models"): the checkpoints of all runs' validation
+    fronts (the λ runs of one configuration) merged into one front on their VALIDATION metrics.
+
+    Returns the selected candidates and the "selection" section: split, bin width, pool size, and per run
+    how many of its checkpoints survived. Nothing here looks at the split being evaluated."""
+    pool = [c for d in run_dirs for c in pareto_candidates(d)]
+    splits = {c.split for c in pool}
+    widths = {c.bin_width for c in pool}
+    if len(splits) > 1 or len(widths) > 1:
+        raise MgkitError(f"the runs' Pareto fronts were kept on different splits or bins ({sorted(splits)}, "
+                         f"{sorted(widths)}); they cannot be merged into one front")
+    width = widths.pop()
+    keep = merged_front([{"metrics": c.metrics} for c in pool], width)
+    chosen = [pool[i] for i in keep]
+    section = {"split": splits.pop(), "metrics": list(PARETO_KEYS), "bin_width": width, "pool": len(pool),
+               "selected": len(chosen),
+               "per_run": {str(d): sum(c.run == str(d) for c in chosen) for d in dict.fromkeys(run_dirs)}}
+    return chosen, section
+
+
+def checked_pareto_record(evaluator: Evaluator, run_dirs: list[str | Path]) -> dict[str, Any]:
+    """`pareto_record`, once every selected checkpoint is known to fit the data and the attribution (a
+    mismatch is refused before the first pass, not after evaluating the others)."""
+    if run_dirs:
+        evaluator.check_checkpoints([c.path for c in select_on_validation(run_dirs)[0]])
+    return pareto_record(evaluator, run_dirs)
+
+
 def pareto_record(evaluator: Evaluator, run_dirs: list[str | Path]) -> dict[str, Any]:
-    """Kind "pareto": every Pareto checkpoint of `run_dirs` evaluated, and the merged front."""
+    """Kind "pareto": the checkpoints selected on validation from all `run_dirs` together
+    (`select_on_validation`), each evaluated on the evaluator's split. The test values are reported,
+    never used to select: `front` lists every entry, and each entry keeps its validation metrics."""
     if not run_dirs:
         raise UsageError("--pareto needs at least one run directory")
-    paths = [p for d in run_dirs for p in pareto_checkpoints(d)]
-    entries = [evaluator.record(p) for p in paths]
+    chosen, selection = select_on_validation(run_dirs)
+    entries = []
+    for c in chosen:
+        rec = evaluator.record(c.path)
+        rec["selection"] = {"split": c.split, "run": c.run, "epoch": c.epoch, "metrics": c.metrics}
+        entries.append(rec)
     ident = dict(entries[0]["identity"])
     # The pareto record stands for several runs: what differs between them is null at the top.
     for key in results.IDENTITY_KEYS:
@@ -251,4 +313,4 @@ def pareto_record(evaluator: Evaluator, run_dirs: list[str | Path]) -> dict[str,
     ident["checkpoint"] = None
     return results.record("pareto", ident, experiment=evaluator.opts.experiment,
                           evaluation=entries[0]["evaluation"], runs=[str(d) for d in run_dirs],
-                          entries=entries, front=merged_front(entries))
+                          selection=selection, entries=entries, front=list(range(len(entries))))

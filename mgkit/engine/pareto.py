@@ -43,5 +43,6 @@ class ParetoArchive:
             if e not in kept and (self.dir / e["checkpoint"]).exists():
                 (self.dir / e["checkpoint"]).unlink()
         self.entries = sorted(kept, key=lambda e: e["epoch"])
-        write_json_atomic(self.index, {"bin_width": self.bin_width, "metrics": list(PARETO_KEYS), "entries": self.entries})
+        write_json_atomic(self.index, {"split": "val", "bin_width": self.bin_width, "metrics": list(PARETO_KEYS),
+                                       "entries": self.entries})
         return on_front

@@ -2,8 +2,9 @@
 
 - Data with groups (Waterbirds, the synthetic birds task): accuracy per group, worst-group accuracy,
   the mean over groups and overall accuracy on test (the paper's Table 1 columns).
-- Data with a test_shifted split (synthetic multilabel, cues inverted): F1, mAP, EPG, ... on test and on
-  test_shifted, and the drop (test - test_shifted).
+- Data with shifted splits (synthetic multilabel: test_decorrelated, cues independent of the classes;
+  test_shifted, cues inverted; both on test's scenes): F1, mAP, EPG, ... on test and on each, the drop
+  test - test_shifted ("drop") and the drop to every shifted split ("drops").
 With a baseline checkpoint, the baseline is scored the same way (same attribution and layer) and the
 record holds it under "baseline" with "delta" = model - baseline.
 """
@@ -18,6 +19,7 @@ from mgkit.engine.evaluate_stage import Evaluator, checkpoint_identity, delta
 from mgkit.errors import MgkitError
 
 SHIFTED = "test_shifted"
+SHIFTED_SPLITS = ("test_decorrelated", SHIFTED)
 DROP_KEYS = ("f1", "precision", "recall", "accuracy", "mAP", "epg", "iou")
 
 
@@ -29,7 +31,7 @@ def shift_splits(evaluator: Evaluator) -> list[str]:
     if not has_groups and SHIFTED not in ctx.splits:
         raise MgkitError(f"{ctx.path} has no groups on its test split and no {SHIFTED} split; mgkit shift needs "
                          "one of them (Waterbirds or the synthetic birds task, or synthetic multilabel data)")
-    return ["test"] + ([SHIFTED] if SHIFTED in ctx.splits else [])
+    return ["test"] + [s for s in SHIFTED_SPLITS if s in ctx.splits]
 
 
 def _sections(evaluator: Evaluator, path: str | Path, attribution: str | None = None,
@@ -45,15 +47,22 @@ def _sections(evaluator: Evaluator, path: str | Path, attribution: str | None = 
         out["groups"] = test["groups"]
         m = test["metrics"]
         out["group_gap"] = None if m["worst_group"] is None else m["mean_group"] - m["worst_group"]
-    if SHIFTED in per_split:
-        shifted = per_split[SHIFTED]["metrics"]
-        out["drop"] = {k: None if test["metrics"].get(k) is None or shifted.get(k) is None
-                       else test["metrics"][k] - shifted[k] for k in DROP_KEYS}
+    drops = {s: _drop(test["metrics"], per_split[s]["metrics"]) for s in SHIFTED_SPLITS if s in per_split}
+    if drops:
+        out["drops"] = drops
+    if SHIFTED in drops:
+        out["drop"] = drops[SHIFTED]
     return out, checkpoint_identity(info)
+
+
+def _drop(test: dict[str, Any], shifted: dict[str, Any]) -> dict[str, float | None]:
+    return {k: None if test.get(k) is None or shifted.get(k) is None else test[k] - shifted[k] for k in DROP_KEYS}
 
 
 def shift_record(evaluator: Evaluator, path: str | Path, baseline: str | Path | None = None) -> dict[str, Any]:
     """Kind "shift" for checkpoint `path` (and `baseline`, scored with the same attribution and layer)."""
+    if baseline is not None:
+        evaluator.check_baseline(path, baseline)
     sec, ident = _sections(evaluator, path)
     extra: dict[str, Any] = {}
     if baseline is not None:

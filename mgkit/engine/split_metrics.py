@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from mgkit.attribution import PostProcess, evaluation_maps
+from mgkit.bootstrap import encode_per_image, headline_intervals, per_image_sums
 from mgkit.data.loader import images_to_float
 from mgkit.metrics import DEFAULT_IOU_GRID, LocalizationAccumulator, classification_metrics, group_metrics
 from mgkit.masks import box_area, box_masks
@@ -44,7 +45,7 @@ def evaluate(model, loader, *, device: torch.device, attribution: str, layer: st
     maps_fn = maps_fn or evaluation_maps
     grid = DEFAULT_IOU_GRID if chosen_threshold is None else (*DEFAULT_IOU_GRID, chosen_threshold)
     acc = LocalizationAccumulator(iou_threshold=iou_threshold, thresholds=grid)
-    all_logits, all_labels, all_groups = [], [], []
+    all_logits, all_labels, all_groups, all_index, pair_rows = [], [], [], [], []
     autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext())
     batches = loader if reporter is None else reporter.track(loader, len(loader), description)
     for batch in batches:
@@ -62,6 +63,9 @@ def evaluate(model, loader, *, device: torch.device, attribution: str, layer: st
                                      maps_fn=maps_fn)
             all_logits.append(logits)
             all_labels.append(b.labels.cpu())
+            all_index.append(b.index.cpu())
+            # the accumulator receives the pairs of `b` in this order (see _evaluate_chunk)
+            pair_rows.append(b.index[torch.nonzero(_pair_mask(b), as_tuple=True)[0]].cpu())
             if b.groups is not None:
                 all_groups.append(b.groups.cpu())
     logits = torch.cat(all_logits)
@@ -72,6 +76,11 @@ def evaluate(model, loader, *, device: torch.device, attribution: str, layer: st
         loc["chosen_threshold"] = chosen_threshold
     out: dict[str, Any] = {"images": int(labels.shape[0]), "classification": classification_metrics(logits, labels),
                            "finite_logits": bool(torch.isfinite(logits).all()), "localization": loc}
+    pairs = acc.per_pair()
+    out["per_image"] = per_image_sums(torch.cat(all_index), logits, labels, torch.cat(pair_rows),
+                                      pairs.get("epg", torch.zeros(0)), pairs.get("iou", torch.zeros(0)),
+                                      None if chosen_threshold is None else acc.pair_iou(chosen_threshold),
+                                      pairs.get("on_object"), torch.cat(all_groups) if all_groups else None)
     if all_groups and group_names:
         out["groups"] = group_metrics(logits.argmax(1), labels.argmax(1), torch.cat(all_groups), group_names)
     return out
@@ -116,7 +125,7 @@ def headline(result: dict[str, Any]) -> dict[str, float | None]:
 
 
 def result_sections(result: dict[str, Any], classes: list[str],
-                    group_names: list[str] | None = None) -> dict[str, Any]:
+                    group_names: list[str] | None = None, keep_per_image: bool = False) -> dict[str, Any]:
     """An `evaluate` result as result-schema sections: flat `metrics`, and `per_class`, `per_size`,
     `groups`, `iou_sweep` keyed by name. The IoU threshold chosen on this split is its best_threshold."""
     cls = result["classification"]
@@ -128,6 +137,9 @@ def result_sections(result: dict[str, Any], classes: list[str],
     metrics.update(epg=loc.get("epg"), iou=loc.get("iou"), iou_chosen=loc.get("iou_chosen", loc.get("best_iou")),
                    best_threshold=loc.get("best_threshold"), best_iou=loc.get("best_iou"),
                    on_object=(loc.get("on_object") or {}).get("ratio"), pairs=loc.get("count", 0))
+    if result.get("per_image") is not None and result["images"]:
+        # 95 % bootstrap intervals over test images (mgkit.bootstrap), fixed seed: reruns agree
+        metrics.update(headline_intervals(result["per_image"]))
     metrics.update(worst_group=grp["worst_group"] if grp else None, mean_group=grp["mean_group"] if grp else None,
                    overall=grp["overall"] if grp else None)
     per_class: dict[str, Any] = {}
@@ -142,6 +154,8 @@ def result_sections(result: dict[str, Any], classes: list[str],
         "metrics": metrics, "per_class": per_class, "per_size": per_size,
         "iou_sweep": {f"{t:.2f}": v for t, v in (loc.get("iou_sweep") or {}).items()},
     }
+    if keep_per_image and result.get("per_image") is not None:  # for paired comparisons in mgkit tables
+        out["per_image"] = encode_per_image(result["per_image"])
     if grp and group_names:
         loc_groups = loc.get("per_group") or {}
         out["groups"] = {name: {"accuracy": grp["per_group"][name], "count": grp["group_counts"][name],

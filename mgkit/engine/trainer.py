@@ -5,6 +5,7 @@ torchvision way: `setup` (processes, data checks, model, resume), `train_one_epo
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +17,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from mgkit import results
+from mgkit import weights as imagenet_weights
 from mgkit.artifacts import file_sha256, provenance, write_json_atomic
 from mgkit.config import RunConfig, config_from_dict, resolve, save_yaml
 from mgkit.data.facts import DataFacts, read_facts
-from mgkit.data.loader import H5Split, make_loader
+from mgkit.data.loader import H5Split, default_workers, make_loader
 from mgkit.engine import distributed as D
 from mgkit.engine.checkpoint import (check_compatible, load_checkpoint, non_finite_tensors,
                                      save_checkpoint, set_rng_state)
@@ -112,12 +114,15 @@ def setup(cfg: RunConfig, env: D.DistEnv, restart: bool) -> Trainer:
     data = read_data_info(cfg)
     if parent is not None:
         check_compatible(parent, cfg.init_from, model_name=cfg.model, classes=data.classes)
+    start = _starting_weights(cfg, parent, env)
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model, len(data.classes), pretrained=cfg.pretrained and parent is None,
                          weights=cfg.weights if parent is None else None)
     if parent is not None:
         model.net.load_state_dict(parent["model"])
     device = D.pick_device(cfg.device, env)
+    if cfg.workers is None:  # resolved here so that config.yaml and the checkpoints record the number used
+        cfg = dataclasses.replace(cfg, workers=default_workers(device))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     if cfg.amp == "bf16" and device.type != "cuda":
@@ -167,8 +172,30 @@ def setup(cfg: RunConfig, env: D.DistEnv, restart: bool) -> Trainer:
         write_json_atomic(run.provenance, provenance(
             data=str(cfg.data), data_fingerprint=data.fingerprint,
             parent=str(cfg.init_from) if cfg.init_from else None,
-            parent_sha256=t.parent_sha256, world_size=env.world, device=str(device), torch=torch.__version__))
+            parent_sha256=t.parent_sha256, world_size=env.world, device=str(device), torch=torch.__version__,
+            start_weights=imagenet_weights.record(start) if start is not None else None))
     return t
+
+
+def _starting_weights(cfg: RunConfig, parent: dict[str, Any] | None, env: D.DistEnv) -> Path | None:
+    """The file a run without a parent starts from (--weights, or the ImageNet file of --pretrained, which
+    rank 0 downloads into the torch hub cache when it is missing); None when it starts from scratch."""
+    if parent is not None:
+        return None
+    if cfg.weights is not None:
+        return Path(cfg.weights)
+    if not cfg.pretrained:
+        return None
+    problem = None
+    if env.is_main:
+        try:
+            imagenet_weights.ensure(cfg.model, quiet=cfg.quiet)
+        except MgkitError as e:
+            problem = str(e)
+    problem = D.broadcast_object(problem, env)  # the other ranks wait for the download, and stop with rank 0
+    if problem:
+        raise MgkitError(problem)
+    return imagenet_weights.ensure(cfg.model, quiet=True)
 
 
 def epoch_generator(seed: int, epoch: int, rank: int) -> torch.Generator:
@@ -314,7 +341,7 @@ def _fit(cfg: RunConfig, env: D.DistEnv, restart: bool) -> dict[str, Any]:
     train_loader = make_loader(H5Split(cfg.data, "train"), local_batch, shuffle=True, seed=cfg.seed,
                                workers=cfg.workers, rank=env.rank, world=env.world, pin=t.device.type == "cuda")
     val_loader = make_loader(H5Split(cfg.data, "val", segmentation=True), cfg.eval_batch_size, shuffle=False,
-                             seed=cfg.seed, workers=cfg.workers) if env.is_main else None
+                             seed=cfg.seed, workers=cfg.workers, pin=t.device.type == "cuda") if env.is_main else None
     with Reporter(quiet=t.quiet) as rep:
         if env.is_main and cfg.stage == "guide" and t.start_epoch == 1:
             start = run_validation(t, val_loader, 0, rep)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from mgkit import results
-from mgkit.artifacts import provenance, save_figure, write_text_atomic
+from mgkit.artifacts import check_output, provenance, save_figure, write_text_atomic
 from mgkit.data.facts import DataFacts, read_facts
 from mgkit.errors import MgkitError, UsageError
 from mgkit.progress import log
@@ -251,15 +251,16 @@ def explain(checkpoints: Sequence[str | Path], data: str | Path, out: str | Path
     """
     from mgkit.data.format import open_dataset
     from mgkit.engine.distributed import DistEnv, pick_device
+    from mgkit.options import EXPLAIN, coerce
 
-    if n < 1:
-        raise UsageError(f"--n must be at least 1, got {n}.")
-    if max_classes < 1:
-        raise UsageError(f"--max-classes must be at least 1, got {max_classes}.")
+    for name, value in (("n", n), ("max_classes", max_classes), ("ig_steps", ig_steps), ("seed", seed)):
+        coerce(EXPLAIN[name], value)  # the bounds `mgkit explain` declares, for callers from Python too
     if not checkpoints:
         raise UsageError("give at least one checkpoint.")
     out = Path(out)
     figures, sidecar = _figure_outputs(out, pdf)
+    for path, flag in [*((f, "--out") for f in figures), (sidecar, "the sidecar of --out")]:
+        check_output(path, flag=flag, inputs=[*checkpoints, data])  # before anything is drawn
     dev = pick_device(device, DistEnv())
     torch.manual_seed(seed)  # sampling captum methods (ShapleyValueSampling, NoiseTunnel) draw from it
     facts = read_facts(data)

@@ -15,23 +15,25 @@ from collections import defaultdict
 from typing import Any, Callable, Iterable
 
 from mgkit.errors import FormatError
+from mgkit.registry import FAMILIES, LAYERS, LOSSES
 from mgkit.report.pareto2d import front_2d
 from mgkit.report.records import Point
 
-LOSS_ORDER = ("energy", "l1", "ppce", "rrr", "energy-size")
-LAYER_ORDER = ("input", "mid1", "mid2", "mid3", "final")
-FAMILY_ORDER = ("vanilla", "xdnn", "bcos")
+LOSS_ORDER = LOSSES
+LAYER_ORDER = LAYERS
+FAMILY_ORDER = tuple(FAMILIES)
 DROPS = (0.01, 0.05)
 SETTINGS = {("landbird", "waterbird"): "conventional", ("land", "water"): "reversed"}
-# How the report names a metric: (in text and on figure axes, as a table column header)
+# How the report names a metric: (full: figure axes and titles, short: table headers and claims)
 METRIC_NAMES = {"f1": ("F1", "F1"), "epg": ("EPG", "EPG"), "iou": ("IoU", "IoU"),
-                "on_object": ("on-object energy", "on-object")}
+                "on_object": ("on-object energy", "on-object"), "worst": ("worst-group", "worst-group"),
+                "overall": ("overall", "overall")}
 
 
-def metric_name(metric: str, header: bool = False) -> str:
+def metric_name(metric: str, short: bool = False) -> str:
     """The display name of a metric key (the key itself when it has none)."""
     names = METRIC_NAMES.get(metric)
-    return metric if names is None else names[1 if header else 0]
+    return metric if names is None else names[1 if short else 0]
 
 ConfigKey = tuple[str, str, str, str | None, str | None]  # dataset, model, family, eattr, elayer
 
@@ -62,13 +64,19 @@ def std_or_none(values: Iterable[float | None]) -> float | None:
     return statistics.stdev(v) if len(v) > 1 else None  # undefined for one record
 
 
-def best_at(points: list[Point], metric: str, base_f1: float | None, drop: float) -> tuple[float, float] | None:
-    """(best metric, its F1) over points with F1 >= base_f1 - drop; None when none qualifies."""
+def best_point(points: list[Point], metric: str, base_f1: float | None, drop: float) -> Point | None:
+    """The point with the best metric (ties: higher F1) among those with F1 >= base_f1 - drop."""
     if base_f1 is None:
         return None
-    ok = [(p.m(metric), p.m("f1")) for p in points]
-    ok = [(v, f) for v, f in ok if v is not None and f is not None and f >= base_f1 - drop - 1e-12]
-    return max(ok) if ok else None
+    ok = [p for p in points if p.m(metric) is not None and p.m("f1") is not None
+          and p.m("f1") >= base_f1 - drop - 1e-12]
+    return max(ok, key=lambda p: (p.m(metric), p.m("f1")), default=None)
+
+
+def best_at(points: list[Point], metric: str, base_f1: float | None, drop: float) -> tuple[float, float] | None:
+    """(best metric, its F1) over points with F1 >= base_f1 - drop; None when none qualifies."""
+    p = best_point(points, metric, base_f1, drop)
+    return None if p is None else (p.m(metric), p.m("f1"))
 
 
 def front(points: list[Point], metric: str) -> list[tuple[float, float]]:
@@ -112,9 +120,19 @@ class Analysis:
 
     def baseline(self, p: Point) -> dict[str, Any] | None:
         """Mean baseline metrics for the configuration of `p` (None when no baseline was evaluated)."""
-        pts = self._baselines.get(self._bkey(p))
+        pts = self.baseline_points(p)
         if not pts:
             return None
+        keys = ("f1", "epg", "iou", "on_object")
+        out: dict[str, Any] = {k: mean_or_none(self.value(b, k) for b in pts) for k in keys}
+        out["n"] = len(pts)
+        return out
+
+    def baseline_points(self, p: Point) -> list[Point]:
+        """The baseline points averaged for the configuration of `p`: per run (seed) its best-F1 ones."""
+        pts = self._baselines.get(self._bkey(p))
+        if not pts:
+            return []
         # Several points of one baseline run (epochs): its best-F1 ones, the checkpoint guidance starts from
         # (several records of that checkpoint, e.g. with and without segmentation masks, share its F1).
         runs: dict[tuple, list[Point]] = defaultdict(list)
@@ -124,10 +142,7 @@ class Analysis:
         for group in runs.values():
             top = max((b.m("f1") for b in group if b.m("f1") is not None), default=None)
             pts += [b for b in group if b.m("f1") == top]
-        keys = ("f1", "epg", "iou", "on_object")
-        out: dict[str, Any] = {k: mean_or_none(self.value(b, k) for b in pts) for k in keys}
-        out["n"] = len(pts)
-        return out
+        return pts
 
     def guided(self, experiment: str) -> list[Point]:
         """Guided points of an experiment, plus the main-comparison points that are its reference condition

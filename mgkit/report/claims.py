@@ -1,43 +1,196 @@
-"""The paper's claims (spec §8), each judged from the records with the numbers that decide it.
+"""The paper's claims (spec §8), each judged from the records' numbers and their intervals.
 
-Each claim is split into checks ("units": one configuration, or one comparison). Status: supported when
-every unit holds, contradicted when more than half fail, partly supported otherwise, not measured when the
-records have no unit. Thresholds are fixed here and printed with the claim.
+Each claim quotes the sentence it tests and has a rule fixed here, before any result is seen: a metric, a
+margin t and why that margin. A rule is split into checks (one configuration or comparison); a check
+compares a difference d (with its 95 % interval) against t:
+
+* holds: the whole interval is on the claim's side of t (lo > t);
+* fails: the whole interval is on the other side (hi < t);
+* unclear: the interval straddles t, or the numbers have no interval (records written before intervals
+  existed, or a metric without one): the evidence does not separate the claim from its negation.
+
+A claim is **supported** when every check holds, **contradicted** when any check fails (a failure is
+outside the noise, and the paper states every claim for all the configurations it names),
+**inconclusive** otherwise, **not measured** without any check. Differences between two evaluated models
+are paired bootstraps over the same test images when both records carry per-image sums
+(`mgkit.bootstrap`); otherwise their single-record intervals are combined as if independent (wider).
+Over training seeds, values are averaged and the interval adds the spread over seeds.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from mgkit.report.analysis import Analysis, best_at, config_sort, front, group_rows, loss_sort, metric_name
-from mgkit.report.pareto2d import covered
-from mgkit.report.tables import Table
+from mgkit.bootstrap import align, decode_per_image, paired_difference, ratio_terms
+from mgkit.report.analysis import (Analysis, best_point, config_key, config_sort, front, group_rows, loss_sort,
+                                   metric_name, setting_of)
+from mgkit.report.records import Point
+from mgkit.report.tables import best_over_seeds, over_seeds
 
-TOL = 0.005  # 0.5 points: the reference's checkpoint binning; fronts closer than this count as equal
-SUPPORTED, PARTLY, CONTRADICTED, NOT_MEASURED = "supported", "partly supported", "contradicted", "not measured"
+TOL = 0.005  # fronts: a winner's point at most 0.5 F1 points below the other's point still counts (reference binning)
+HOLDS, FAILS, UNCLEAR = "holds", "fails", "unclear"
+SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_MEASURED = "supported", "contradicted", "inconclusive", "not measured"
+PAIRED = ("f1", "epg", "iou", "iou_chosen", "on_object")  # ratio metrics with per-image sums
+
+# The effects the paper reports, printed next to what the run could resolve (spec §8, percentage points).
+PAPER_EFFECTS = {
+    "epg": "B-cos input EPG ~72 vs X-DNN ~62 vs Vanilla ~56 (claim 4: 10 and 6 points); +23 with 1 % boxes (claim 6)",
+    "iou": "no number in the text (fronts in Figs. 5–6)",
+    "f1": "+1.4 for the guided models that gain F1 (claim 5)",
+}
+
+
+@dataclass(frozen=True)
+class Num:
+    """A number with its 95 % interval (lo, hi None: no interval); `how` says where the interval came from."""
+
+    value: float
+    lo: float | None = None
+    hi: float | None = None
+    how: str = ""
+
+    @property
+    def has_interval(self) -> bool:
+        return self.lo is not None and self.hi is not None
+
+    def text(self) -> str:
+        s = f"{100 * self.value:+.1f}" if self.how.startswith("diff") else f"{100 * self.value:.1f}"
+        return s + (f" [{100 * self.lo:.1f}, {100 * self.hi:.1f}]" if self.has_interval else " [no interval]")
+
+    def minus(self, other: "Num", scale: float = 1.0) -> "Num":
+        """self − scale·other, intervals combined as independent."""
+        v = self.value - scale * other.value
+        if not (self.has_interval and other.has_interval):
+            return Num(v, how="diff")
+        lo = v - math.hypot(self.value - self.lo, scale * (other.hi - other.value))
+        hi = v + math.hypot(self.hi - self.value, scale * (other.value - other.lo))
+        return Num(v, lo, hi, "diff (independent)")
+
+
+def verdict_above(d: Num, t: float) -> str:
+    """Does d exceed t? holds / fails / unclear (module docstring)."""
+    if not d.has_interval:
+        return UNCLEAR
+    return HOLDS if d.lo > t else FAILS if d.hi < t else UNCLEAR
+
+
+def verdict_below(d: Num, t: float) -> str:
+    """Is d below t?"""
+    if not d.has_interval:
+        return UNCLEAR
+    return HOLDS if d.hi < t else FAILS if d.lo > t else UNCLEAR
+
+
+def verdict_within(d: Num, t: float) -> str:
+    """Is |d| at most t? (an equivalence: the whole interval inside ±t holds, wholly outside fails)."""
+    if not d.has_interval:
+        return UNCLEAR
+    return HOLDS if -t <= d.lo and d.hi <= t else FAILS if d.lo > t or d.hi < -t else UNCLEAR
+
+
+def all_of(verdicts: list[str]) -> str:
+    return FAILS if FAILS in verdicts else HOLDS if verdicts and all(v == HOLDS for v in verdicts) else UNCLEAR
 
 
 @dataclass
 class Claim:
     number: int
-    text: str
+    text: str  # the paper's sentence (spec §8)
     rule: str
-    units: list[tuple[bool, str]] = field(default_factory=list)
+    margin: str  # the margin and why
+    experiment: str  # whose plots decide it
+    metric: str | None = None  # plotted metric (for the report's inline figure)
+    units: list[tuple[str, str]] = field(default_factory=list)  # (holds | fails | unclear, numbers)
     reason: str = ""  # why not measured, or what part is not measurable
     status: str = NOT_MEASURED
 
+    def add(self, verdict: str, detail: str) -> None:
+        self.units.append((verdict, detail))
+
     def decide(self) -> "Claim":
-        if not self.units:
-            self.status = NOT_MEASURED
-        else:
-            fails = sum(not ok for ok, _ in self.units)
-            self.status = SUPPORTED if fails == 0 else CONTRADICTED if fails > len(self.units) / 2 else PARTLY
+        vs = [v for v, _ in self.units]
+        self.status = (NOT_MEASURED if not vs else CONTRADICTED if FAILS in vs
+                       else SUPPORTED if all(v == HOLDS for v in vs) else INCONCLUSIVE)
         return self
 
     def as_dict(self) -> dict[str, Any]:
         return {"claim": self.number, "text": self.text, "status": self.status, "rule": self.rule,
-                "checks": [{"holds": ok, "detail": d} for ok, d in self.units], "note": self.reason}
+                "margin": self.margin, "checks": [{"verdict": v, "detail": d} for v, d in self.units],
+                "note": self.reason}
+
+
+class Judge:
+    """Numbers with intervals from an Analysis: single points, baselines over seeds, differences
+    (paired where possible). Every difference it makes is kept, for the report's resolution line."""
+
+    def __init__(self, an: Analysis):
+        self.an = an
+        self.diffs: dict[str, list[Num]] = {}
+        self._decoded: dict[int, dict | None] = {}
+
+    def num(self, p: Point, metric: str) -> Num | None:
+        key = self.an.metric_key(metric)
+        v = p.m(key)
+        if v is None:
+            return None
+        lo, hi = p.m(f"{key}_lo"), p.m(f"{key}_hi")
+        return Num(v, lo, hi, "bootstrap") if lo is not None and hi is not None else Num(v)
+
+    def base(self, p: Point, metric: str) -> tuple[Num | None, Point | None]:
+        """The baseline's value for p's configuration (mean over seeds), and its point when there is one."""
+        pts = self.an.baseline_points(p)
+        nums = [n for n in (self.num(b, metric) for b in pts) if n is not None]
+        if not nums:
+            return None, None
+        if len(nums) == 1:
+            return nums[0], pts[0]
+        return self.seeds(nums), None
+
+    @staticmethod
+    def seeds(nums: list[Num]) -> Num:
+        """Mean over seeds; its interval adds the spread over seeds to the test-set intervals (`over_seeds`)."""
+        mean, _, lo, hi = over_seeds([n.value for n in nums], [n.lo for n in nums], [n.hi for n in nums])
+        return Num(mean, lo, hi, f"mean of {len(nums)} seeds")
+
+    def _sums(self, p: Point) -> dict | None:
+        if p.per_image is None:
+            return None
+        if id(p) not in self._decoded:
+            try:
+                self._decoded[id(p)] = decode_per_image(p.per_image)
+            except ValueError:
+                self._decoded[id(p)] = None
+        return self._decoded[id(p)]
+
+    def diff(self, a: Point | Num | None, b: Point | Num | None, metric: str, *, a_num: Num | None = None,
+             b_num: Num | None = None) -> Num | None:
+        """a − b in `metric`: a paired bootstrap when both are points with per-image sums over the same
+        images, else the intervals combined as independent."""
+        na = a_num or (a if isinstance(a, Num) else None if a is None else self.num(a, metric))
+        nb = b_num or (b if isinstance(b, Num) else None if b is None else self.num(b, metric))
+        if na is None or nb is None:
+            return None
+        d = None
+        key = self.an.metric_key(metric)
+        if isinstance(a, Point) and isinstance(b, Point) and key in PAIRED:
+            sa, sb = self._sums(a), self._sums(b)
+            if sa is not None and sb is not None:
+                try:
+                    ra, rb = align(sa["index"], sb["index"])
+                except ValueError:
+                    ra = rb = None
+                ta, tb = ratio_terms(sa), ratio_terms(sb)
+                if ra is not None and key in ta and key in tb:
+                    (xa, ya), (xb, yb) = ta[key], tb[key]
+                    iv = paired_difference(xa[ra], ya[ra], xb[rb], yb[rb])
+                    if iv is not None:
+                        d = Num(iv.value, iv.lo, iv.hi, "diff (paired)")
+        if d is None:
+            d = na.minus(nb)
+        self.diffs.setdefault(metric, []).append(d)
+        return d
 
 
 def _p(v: float | None) -> str:
@@ -55,304 +208,489 @@ def _by_loss(groups: dict[tuple, list]) -> dict[str, list]:
     return out
 
 
-def claim_front(an: Analysis, number: int, winner: str, metric: str, text: str) -> Claim:
-    c = Claim(number, text, f"per (data set, model, attribution, layer) of the main comparison: every point of each "
-              f"other loss's {metric_name(metric)}-vs-F1 front is weakly dominated (within {100 * TOL:.1f} points) by a "
-              f"point of {winner}'s front")
-    mkey = an.metric_key(metric)
+def _best(points: list[Point], an: Analysis, metric: str, base_f1: float | None, drop: float) -> Point | None:
+    """The candidate with the highest metric among those at most `drop` F1 below the baseline. With several
+    training seeds, as the tables (`best_over_seeds`): each seed's best averaged, returned as a point that
+    holds the mean, its interval and the mean F1 (not pairable: it stands for several models)."""
+    key = an.metric_key(metric)
+    if len({p.seed for p in points}) < 2:
+        return best_point(points, key, base_f1, drop)
+    value, f1, lo, hi, _ = best_over_seeds(points, key, base_f1, drop)
+    if value is None:
+        return None
+    losses = {p.loss for p in points}
+    return replace(points[0], metrics={key: value, f"{key}_lo": lo, f"{key}_hi": hi, "f1": f1}, per_image=None,
+                   seed=None, lam=None, loss=losses.pop() if len(losses) == 1 else "several",
+                   source=f"mean of {len({p.seed for p in points})} seeds' best")
+
+
+def _front_points(points: list[Point], key: str) -> list[Point]:
+    xy = {(p.m("f1"), p.m(key)): p for p in reversed(points) if p.m("f1") is not None and p.m(key) is not None}
+    return [xy[t] for t in front(points, key)]
+
+
+# --------------------------------------------------------------------------------------------- claims 1, 2
+def claim_front(j: Judge, number: int, winner: str, metric: str, text: str) -> Claim:
+    c = Claim(number, text, f"per (data set, model, attribution, layer) of the main comparison and each other loss: "
+              f"over the F1 range both {metric_name(metric, short=True)}-vs-F1 fronts cover, each point of the other loss's front is "
+              f"compared with {winner}'s best point at F1 no more than {100 * TOL:.1f} lower; the check holds when "
+              f"no comparison is clearly worse for {winner} and at least one is clearly better, fails when one is "
+              f"clearly worse", f"0 on {metric_name(metric, short=True)} (dominance has no size; the interval decides); "
+                                f"{100 * TOL:.1f} F1 points of slack, the reference's checkpoint binning",
+              "main", metric)
+    an = j.an
+    key = an.metric_key(metric)
     for ds, configs in sorted(group_rows(an, "main").items()):
         for ck in sorted(configs, key=config_sort):
             by = _by_loss(configs[ck])
             if winner not in by or len(by) < 2:
                 continue
-            wf = front(by[winner], mkey)
-            parts, ok = [], True
+            wf = _front_points(by[winner], key)
             for loss in sorted(by, key=loss_sort):
-                if loss == winner:
+                of = _front_points(by[loss], key)
+                if loss == winner or not wf or not of:
                     continue
-                of = front(by[loss], mkey)
-                cov = covered(wf, of, TOL)
-                ok &= all(cov)
-                parts.append(f"{loss} {sum(cov)}/{len(cov)}")
-            best_w = max(wf, key=lambda t: t[1]) if wf else None
-            c.units.append((ok, f"{_name(ck)}: {winner} front covers " + ", ".join(parts)
-                            + f" front points (its best {metric_name(metric)} {_p(best_w and best_w[1])} at F1 "
-                              f"{_p(best_w and best_w[0])})"))
+                lo_f = max(min(p.m("f1") for p in wf), min(p.m("f1") for p in of))
+                hi_f = min(max(p.m("f1") for p in wf), max(p.m("f1") for p in of))
+                # up to TOL above the winner's highest F1: the same slack as the comparison below
+                shared = [q for q in of if lo_f - 1e-12 <= q.m("f1") <= max(p.m("f1") for p in wf) + TOL + 1e-12]
+                where = f"{_name(ck)}: {winner} vs {loss}"
+                if not shared:
+                    c.add(UNCLEAR, f"{where}: the fronts share no F1 range ({winner} "
+                                   f"{_p(min(p.m('f1') for p in wf))}–{_p(max(p.m('f1') for p in wf))}, {loss} "
+                                   f"{_p(min(p.m('f1') for p in of))}–{_p(max(p.m('f1') for p in of))})")
+                    continue
+                vs, parts = [], []
+                for q in shared:
+                    w = max((p for p in wf if p.m("f1") >= q.m("f1") - TOL), key=lambda p: p.m(key))
+                    d = j.diff(w, q, metric)
+                    vs.append(verdict_above(d, 0.0))
+                    parts.append(f"at F1 {_p(q.m('f1'))}: {d.text()}")
+                v = FAILS if FAILS in vs else HOLDS if HOLDS in vs else UNCLEAR
+                c.add(v, f"{where} over F1 {_p(lo_f)}–{_p(hi_f)}, {metric_name(metric, short=True)} difference " + "; ".join(parts))
     if not c.units:
         c.reason = f"no main-comparison configuration with {winner} and another loss"
     return c.decide()
 
 
-def _rows(tables: dict[str, list[Table]], experiment: str) -> list[dict[str, Any]]:
-    return [r for t in tables.get(experiment, []) for r in t.rows]
-
-
-def claim3(an: Analysis, tables: dict[str, list[Table]]) -> Claim:
+# --------------------------------------------------------------------------------------------------- claim 3
+def claim3(j: Judge) -> Claim:
     c = Claim(3, "Final-layer guidance improves EPG and IoU for every model type.",
-              "per (data set, model, attribution) at the final layer: the best EPG and the best IoU over all losses "
-              "at ≤5 points F1 below the baseline exceed the baseline's")
-    rows = _rows(tables, "main")
-    keys = {(r["dataset"], r["model"], r["attribution"]) for r in rows if r["layer"] == "final"}
-    for k in sorted(keys, key=str):
-        rs = [r for r in rows if (r["dataset"], r["model"], r["attribution"]) == k and r["layer"] == "final"]
-        base = next((r for r in rs if r["loss"] == "baseline"), None)
-        guided = [r for r in rs if r["loss"] != "baseline"]
-        if base is None or base.get("base_f1") is None or not guided:
-            continue
-        be = max((r["epg_at_5"] for r in guided if r.get("epg_at_5") is not None), default=None)
-        bi = max((r["iou_at_5"] for r in guided if r.get("iou_at_5") is not None), default=None)
-        ok = (be is not None and be > base["base_epg"]) and (bi is not None and bi > base["base_iou"])
-        c.units.append((ok, f"{k[0]} {k[1]}/{k[2]}/final: EPG {_p(base['base_epg'])} → {_p(be)}, "
-                            f"IoU {_p(base['base_iou'])} → {_p(bi)}"))
+              "per (data set, model, attribution) at the final layer and metric (EPG, IoU): the best guided model "
+              "(any loss, λ, checkpoint) at most 5 F1 points below the baseline, minus the baseline",
+              "1 point: the best of many candidates is biased upwards on the test set, and a gain under 1 point "
+              "is not an improvement a reader would act on; the paper's final-layer gains are several points",
+              "main", "epg")
+    an = j.an
+    for ds, configs in sorted(group_rows(an, "main").items()):
+        for ck in sorted(configs, key=config_sort):
+            if ck[4] != "final":
+                continue
+            pts = [p for ps in configs[ck].values() for p in ps]
+            for m in ("epg", "iou"):
+                base, bpt = j.base(pts[0], m)
+                bf1, _ = j.base(pts[0], "f1")
+                best = _best(pts, an, m, bf1 and bf1.value, 0.05)
+                if base is None or best is None:
+                    continue
+                d = j.diff(best, bpt or base, m, b_num=base)
+                c.add(verdict_above(d, 0.01), f"{_name(ck)} {metric_name(m, short=True)}: baseline {base.text()}, best guided "
+                      f"{j.num(best, m).text()} ({best.loss}, F1 {_p(best.m('f1'))}), gain {d.text()}")
     if not c.units:
         c.reason = "no final-layer configuration with a baseline and guided models"
     return c.decide()
 
 
-def claim4(an: Analysis, tables: dict[str, list[Table]]) -> Claim:
-    c = Claim(4, "B-cos input-layer attributions are the best localized: highest baseline EPG, largest gains; "
-                 "best EPG at the input B-cos > X-DNN > Vanilla.",
-              "per data set, input layer, over model families: B-cos has the highest baseline EPG; B-cos has the "
-              "largest gain (best EPG at ≤5 points F1 below baseline minus baseline EPG); best EPG ordered "
-              "bcos > xdnn > vanilla among the families measured")
-    rows = [r for r in _rows(tables, "main") if r["layer"] == "input"]
-    for ds in sorted({r["dataset"] for r in rows}):
-        fam: dict[str, dict[str, float | None]] = {}
-        for r in rows:
-            if r["dataset"] != ds:
+# --------------------------------------------------------------------------------------------------- claim 4
+LIKE_FOR_LIKE = {"vanilla": ("ixg",), "xdnn": ("intgrad", "ixg"), "bcos": ("bcos",)}
+
+
+def claim4(j: Judge) -> Claim:
+    c = Claim(4, "B-cos input-layer attributions are the best-localized: highest baseline, largest gains. Order of "
+                 "best EPG at input: B-cos (~72) > X-DNN (~62) > Vanilla (~56).",
+              "per data set at the input layer, each family with its own attribution (Vanilla IxG, X-DNN IntGrad, "
+              "B-cos B-cos; GradCAM left out), on EPG and IoU: B-cos's baseline minus each other family's; B-cos's "
+              "gain (best guided at ≤5 F1 points below its baseline, minus the baseline) minus each other's; and "
+              "best EPG B-cos − X-DNN and X-DNN − Vanilla",
+              "0 (the paper states an order, not a size; the interval decides)", "main", "epg")
+    an = j.an
+    for ds, configs in sorted(group_rows(an, "main").items()):
+        fam: dict[str, dict[str, Any]] = {}
+        for ck, groups in configs.items():
+            if ck[4] != "input" or ck[3] not in LIKE_FOR_LIKE.get(ck[2], ()):
                 continue
-            f = fam.setdefault(r["family"], {"base": None, "best": None})
-            if r["loss"] == "baseline":
-                f["base"] = r.get("base_epg") if f["base"] is None else max(f["base"], r.get("base_epg") or 0)
-            elif r.get("epg_at_5") is not None:
-                f["best"] = r["epg_at_5"] if f["best"] is None else max(f["best"], r["epg_at_5"])
+            pts = [p for ps in groups.values() for p in ps]
+            f = fam.setdefault(ck[2], {})
+            bf1, _ = j.base(pts[0], "f1")
+            for m in ("epg", "iou"):
+                base, bpt = j.base(pts[0], m)
+                best = _best(pts, an, m, bf1 and bf1.value, 0.05)
+                if base is None:
+                    continue
+                f[m] = {"base": base, "best": best and j.num(best, m),
+                        "gain": best and j.diff(best, bpt or base, m, b_num=base)}
         if "bcos" not in fam or len(fam) < 2:
             continue
-        desc = ", ".join(f"{k}: base {_p(v['base'])}, best {_p(v['best'])}" for k, v in sorted(fam.items()))
-        bases = {k: v["base"] for k, v in fam.items() if v["base"] is not None}
-        if "bcos" in bases and len(bases) > 1:
-            c.units.append((max(bases, key=bases.get) == "bcos", f"{ds} highest baseline EPG ({desc})"))
-        gains = {k: v["best"] - v["base"] for k, v in fam.items() if v["base"] is not None and v["best"] is not None}
-        if "bcos" in gains and len(gains) > 1:
-            c.units.append((max(gains, key=gains.get) == "bcos", f"{ds} largest gain (" + ", ".join(
-                f"{k} {100 * g:+.1f}" for k, g in sorted(gains.items())) + ")"))
-        order = [k for k in ("bcos", "xdnn", "vanilla") if fam.get(k, {}).get("best") is not None]
-        if len(order) > 1:
-            vals = [fam[k]["best"] for k in order]
-            c.units.append((all(a > b for a, b in zip(vals, vals[1:])),
-                            f"{ds} best EPG order " + " > ".join(f"{k} {_p(fam[k]['best'])}" for k in order)))
+        for m in ("epg", "iou"):
+            b = fam["bcos"].get(m)
+            if not b:
+                continue
+            for other in sorted(k for k in fam if k != "bcos"):
+                o = fam[other].get(m)
+                if not o:
+                    continue
+                d = b["base"].minus(o["base"])
+                j.diffs.setdefault(m, []).append(d)
+                c.add(verdict_above(d, 0.0), f"{ds} baseline {metric_name(m, short=True)}: bcos {b['base'].text()} − {other} "
+                                             f"{o['base'].text()} = {d.text()}")
+                if b["gain"] is not None and o["gain"] is not None:
+                    g = b["gain"].minus(o["gain"])
+                    c.add(verdict_above(g, 0.0), f"{ds} {metric_name(m, short=True)} gain: bcos {b['gain'].text()} − {other} "
+                                                 f"{o['gain'].text()} = {g.text()}")
+        order = [k for k in ("bcos", "xdnn", "vanilla") if (fam.get(k, {}).get("epg") or {}).get("best") is not None]
+        for hi_f, lo_f in zip(order, order[1:]):
+            a, b = fam[hi_f]["epg"]["best"], fam[lo_f]["epg"]["best"]
+            d = a.minus(b)
+            c.add(verdict_above(d, 0.0), f"{ds} best EPG {hi_f} {a.text()} − {lo_f} {b.text()} = {d.text()}")
     if not c.units:
-        c.reason = "needs input-layer results for B-cos and at least one other model family"
+        c.reason = ("needs input-layer results for B-cos and at least one other model family, each with its own "
+                    "attribution")
     return c.decide()
 
 
-def claim5(an: Analysis, tables: dict[str, list[Table]]) -> Claim:
-    c = Claim(5, "There is a localization–accuracy trade-off, but some guided models (X-DNN input and final; Vanilla "
-                 "final) improve F1 while improving EPG/IoU.",
-              "(a) for X-DNN at input and final and Vanilla at final: some candidate has F1 above the baseline's and "
-              "EPG or IoU above the baseline's; (b) in more than half of the main configurations the highest-EPG "
-              "candidate has F1 below the baseline's")
-    tradeoff = []
+# --------------------------------------------------------------------------------------------------- claim 5
+F1_GAIN = 0.005
+
+
+def claim5(j: Judge) -> Claim:
+    c = Claim(5, "There is a localization–accuracy trade-off, but some guided models (X-DNN; Vanilla at the final "
+                 "layer) improve F1 slightly (about +1.4 p.p.) while also improving EPG/IoU.",
+              "(a) for X-DNN at input and final and Vanilla at final: of the guided models whose EPG or IoU point "
+              "estimate is above the baseline's, the one with the highest F1: its F1 gain exceeds the margin and "
+              "its EPG or IoU gain exceeds 0; (b) one check over the main configurations: holds when in at least "
+              "one the highest-EPG guided model loses more than 1 F1 point, fails when in all it clearly loses less",
+              f"{100 * F1_GAIN:.1f} F1 points for (a), a third of the paper's +1.4 (a rounding-size gain does not "
+              "count); 1 F1 point for (b), a cost a reader would notice", "main", "epg")
+    an = j.an
+    costs: list[tuple[str, str]] = []
     for ds, configs in sorted(group_rows(an, "main").items()):
         for ck in sorted(configs, key=config_sort):
             pts = [p for ps in configs[ck].values() for p in ps]
-            base = an.baseline(pts[0])
-            if not base or base.get("f1") is None:
+            bf1, bf1_pt = j.base(pts[0], "f1")
+            if bf1 is None:
                 continue
-            top = max((p for p in pts if an.value(p, "epg") is not None), key=lambda p: an.value(p, "epg"), default=None)
-            if top is not None and top.m("f1") is not None:
-                tradeoff.append(top.m("f1") < base["f1"])
-            if (ck[2], ck[4]) in (("xdnn", "input"), ("xdnn", "final"), ("vanilla", "final")):
-                win = [p for p in pts if (p.m("f1") or 0) > base["f1"] and (
-                    (an.value(p, "epg") is not None and base["epg"] is not None and an.value(p, "epg") > base["epg"])
-                    or (an.value(p, "iou") is not None and base["iou"] is not None and an.value(p, "iou") > base["iou"]))]
-                best = max(win, key=lambda p: p.m("f1"), default=None)
-                c.units.append((bool(win), f"{_name(ck)}: {len(win)} candidate(s) beat the baseline (F1 "
-                                f"{_p(base['f1'])}, EPG {_p(base['epg'])}, IoU {_p(base['iou'])}) in F1 and EPG/IoU"
-                                + (f", e.g. F1 {_p(best.m('f1'))}, EPG {_p(an.value(best, 'epg'))}, IoU "
-                                   f"{_p(an.value(best, 'iou'))}" if best else "")))
-    if tradeoff:
-        n = sum(tradeoff)
-        c.units.append((n > len(tradeoff) / 2, f"trade-off: the highest-EPG candidate loses F1 in {n} of "
-                                               f"{len(tradeoff)} configurations"))
+            top = max((p for p in pts if an.value(p, "epg") is not None and p.m("f1") is not None),
+                      key=lambda p: an.value(p, "epg"), default=None)
+            if top is not None:
+                d = j.diff(bf1_pt or bf1, top, "f1", a_num=bf1)
+                costs.append((verdict_above(d, 0.01),
+                              f"{_name(ck)}: highest-EPG model ({top.loss}) F1 cost {d.text()}"))
+            if (ck[2], ck[4]) not in (("xdnn", "input"), ("xdnn", "final"), ("vanilla", "final")):
+                continue
+            bases = {m: j.base(pts[0], m) for m in ("epg", "iou")}
+            better = [p for p in pts if p.m("f1") is not None and any(
+                bases[m][0] is not None and an.value(p, m) is not None and an.value(p, m) > bases[m][0].value
+                for m in ("epg", "iou"))]
+            if not better:
+                c.add(FAILS, f"{_name(ck)}: no guided model has EPG or IoU above the baseline's")
+                continue
+            w = max(better, key=lambda p: p.m("f1"))
+            df1 = j.diff(w, bf1_pt or bf1, "f1", b_num=bf1)
+            dl = [(m, j.diff(w, bases[m][1] or bases[m][0], m, b_num=bases[m][0])) for m in ("epg", "iou")
+                  if bases[m][0] is not None and an.value(w, m) is not None]
+            vl = [verdict_above(d, 0.0) for _, d in dl]
+            loc = HOLDS if HOLDS in vl else FAILS if vl and all(v == FAILS for v in vl) else UNCLEAR
+            c.add(all_of([verdict_above(df1, F1_GAIN), loc]),
+                  f"{_name(ck)}: {w.loss} λ {'—' if w.lam is None else f'{w.lam:g}'}: F1 gain {df1.text()}, "
+                  + ", ".join(f"{metric_name(m, short=True)} gain {d.text()}" for m, d in dl))
+    if costs:
+        vs = [v for v, _ in costs]
+        v = HOLDS if HOLDS in vs else FAILS if all(x == FAILS for x in vs) else UNCLEAR
+        c.add(v, "trade-off (F1 cost of the highest-EPG model, > 1 point in some configuration): "
+                 + "; ".join(d for _, d in costs))
     if not c.units:
         c.reason = "no main-comparison configuration with a baseline"
     return c.decide()
 
 
-def _cond_rows(tables: dict[str, list[Table]], experiment: str) -> dict[tuple, dict[Any, dict[str, Any]]]:
-    """(dataset, model, attribution, layer, loss) -> condition -> row; plus the baseline rows under loss None."""
-    out: dict[tuple, dict[Any, dict[str, Any]]] = {}
-    base: dict[tuple, dict[str, Any]] = {}
-    for r in _rows(tables, experiment):
-        k = (r["dataset"], r["model"], r["attribution"], r["layer"])
-        if r["loss"] == "baseline":
-            base[k] = r
-        else:
-            out.setdefault((*k, r["loss"]), {})[r["condition"]] = r
-    for k, v in out.items():
-        v["__base__"] = base.get(k[:4], {})
+# --------------------------------------------------------------------------------------------- claims 6, 7
+def _cond_groups(an: Analysis, experiment: str) -> dict[tuple, dict[Any, list[Point]]]:
+    """(configuration, loss) -> condition -> candidate points (reference condition included)."""
+    out: dict[tuple, dict[Any, list[Point]]] = {}
+    for configs in group_rows(an, experiment).values():
+        for ck, groups in configs.items():
+            for (loss, cond), pts in groups.items():
+                out.setdefault((ck, loss), {}).setdefault(cond, []).extend(pts)
     return out
 
 
-def claim6(an: Analysis, tables: dict[str, list[Table]]) -> Claim:
-    c = Claim(6, "1 % of annotated images already gives large EPG gains, and 10 % ≈ 100 %.",
-              "per (configuration, loss) with best EPG at ≤1 point F1 below the baseline: (a) the gain over the "
-              "baseline with 1 % boxes is positive and at least half the gain with 100 % (when measured); "
-              "(b) 10 % and 100 % differ by at most 3 points")
-    for k, conds in sorted(_cond_rows(tables, "annotations").items(), key=str):
-        base = conds.pop("__base__").get("base_epg")
-        v = {float(cond): r.get("epg_at_1") for cond, r in conds.items()}
-        name = f"{k[0]} {k[1]}/{k[2]}/{k[3]} {k[4]}"
-        if base is not None and v.get(1.0) is not None:
-            g1 = None if v.get(1.0) is None else v.get(1.0) - base
-            g100 = None if v.get(100.0) is None else v[100.0] - base
-            ok = g1 is not None and g1 > 0 and (g100 is None or g1 >= 0.5 * g100)
-            c.units.append((ok, f"{name}: EPG gain {100 * g1:+.1f} with 1 % boxes"
-                            + (f" vs {100 * g100:+.1f} with 100 %" if g100 is not None else "")
-                            + f" (baseline {_p(base)})"))
-        if v.get(10.0) is not None and v.get(100.0) is not None:
-            d = v[10.0] - v[100.0]
-            c.units.append((abs(d) <= 0.03, f"{name}: best EPG 10 % {_p(v[10.0])} vs 100 % {_p(v[100.0])} "
-                                            f"({100 * d:+.1f})"))
+def claim6(j: Judge) -> Claim:
+    c = Claim(6, "1 % of annotated images (25 on VOC) already gives large EPG gains (up to +23 p.p. for B-cos input "
+                 "Energy), and 10 % ≈ 100 %.",
+              "per (configuration, loss), best EPG at ≤1 F1 point below the baseline: (a) with 1 % of images boxed, "
+              "its gain over the baseline exceeds the margin; (b) 10 % minus 100 %: the interval lies within ±3 "
+              "points (an equivalence check)",
+              "(a) 5 EPG points, the smallest gain called large here, a fifth of the paper's largest (+23); "
+              "(b) ±3 EPG points, below that gain, so '≈' cannot hide a difference the claim calls large",
+              "annotations", "epg")
+    an = j.an
+    for (ck, loss), conds in sorted(_cond_groups(an, "annotations").items(), key=lambda kv: str(kv[0])):
+        some = next(iter(conds.values()))[0]
+        base, bpt = j.base(some, "epg")
+        bf1, _ = j.base(some, "f1")
+        best = {float(k): _best(v, an, "epg", bf1 and bf1.value, 0.01) for k, v in conds.items()}
+        name = f"{_name(ck)} {loss}"
+        if base is not None and best.get(0.01) is not None:
+            d = j.diff(best[0.01], bpt or base, "epg", b_num=base)
+            c.add(verdict_above(d, 0.05), f"{name}: EPG gain with 1 % boxes {d.text()} (baseline {base.text()})")
+        if best.get(0.1) is not None and best.get(1.0) is not None:
+            d = j.diff(best[0.1], best[1.0], "epg")
+            c.add(verdict_within(d, 0.03), f"{name}: best EPG 10 % {j.num(best[0.1], 'epg').text()} − 100 % "
+                                          f"{j.num(best[1.0], 'epg').text()} = {d.text()}")
     if not c.units:
-        c.reason = "no limited-annotation results (bbox_frac 1 % or 10 % with the 100 % reference)"
+        c.reason = "no limited-annotation results (1 % with a baseline, or 10 % with the 100 % reference)"
     return c.decide()
 
 
-def claim7(an: Analysis, tables: dict[str, list[Table]]) -> Claim:
-    c = Claim(7, "Energy is robust to dilated boxes while L1 degrades.",
-              "per configuration and metric (best EPG, best IoU at ≤5 points F1 below the baseline), from undilated "
-              "to the largest dilation: Energy loses at most 2 points and L1 loses more than Energy")
-    rows = _cond_rows(tables, "dilation")
-    for k in sorted({k[:4] for k in rows}, key=str):
-        e, l1 = rows.get((*k, "energy")), rows.get((*k, "l1"))
+ROBUST, MARKED = 0.03, 0.05
+
+
+def claim7(j: Judge) -> Claim:
+    c = Claim(7, "Energy is robust to dilated boxes (10/25/50 %) while L1 degrades.",
+              "per configuration and metric (best EPG, best IoU at ≤5 F1 points below the baseline), from undilated "
+              "boxes to the largest dilation measured: Energy's drop is below the robustness margin, L1's drop "
+              "exceeds the 'markedly' margin, and L1's drop exceeds Energy's",
+              f"robust: a drop under {100 * ROBUST:.0f} points; degrades (markedly): a drop over {100 * MARKED:.0f} "
+              "points; the gap between the two keeps 'robust' and 'degrades' apart (the paper gives no numbers for "
+              "R8; these are chosen, not measured)", "dilation", "epg")
+    an = j.an
+    groups = _cond_groups(an, "dilation")
+    for ck in sorted({k[0] for k in groups}, key=config_sort):
+        e, l1 = groups.get((ck, "energy")), groups.get((ck, "l1"))
         if not e or not l1:
             continue
-        conds = sorted({float(x) for x in e if x != "__base__"} & {float(x) for x in l1 if x != "__base__"})
+        conds = sorted({float(x) for x in e} & {float(x) for x in l1})
         if 0.0 not in conds or len(conds) < 2:
             continue
         hi = max(conds)
-        key = {float(x): x for x in e if x != "__base__"}
-        key_l = {float(x): x for x in l1 if x != "__base__"}
+        some = next(iter(e.values()))[0]
+        bf1, _ = j.base(some, "f1")
+        pick = lambda g, cnd, m: _best(next(v for k, v in g.items() if float(k) == cnd), an, m,  # noqa: E731
+                                       bf1 and bf1.value, 0.05)
         for m in ("epg", "iou"):
-            vals = [e[key[0.0]].get(f"{m}_at_5"), e[key[hi]].get(f"{m}_at_5"),
-                    l1[key_l[0.0]].get(f"{m}_at_5"), l1[key_l[hi]].get(f"{m}_at_5")]
-            if any(v is None for v in vals):
+            e0, e1, l0, l1x = pick(e, 0.0, m), pick(e, hi, m), pick(l1, 0.0, m), pick(l1, hi, m)
+            if None in (e0, e1, l0, l1x):
                 continue
-            de, dl = vals[0] - vals[1], vals[2] - vals[3]
-            c.units.append((de <= 0.02 and dl > de, f"{k[0]} {k[1]}/{k[2]}/{k[3]} {metric_name(m)} 0 → {hi:g} % dilation: "
-                            f"Energy {_p(vals[0])} → {_p(vals[1])}, L1 {_p(vals[2])} → {_p(vals[3])}"))
+            de, dl = j.diff(e0, e1, m), j.diff(l0, l1x, m)
+            dd = dl.minus(de)
+            where = f"{_name(ck)} {metric_name(m, short=True)}, 0 → {100 * hi:g} % dilation"
+            c.add(verdict_below(de, ROBUST), f"{where}: Energy drop {de.text()}")
+            c.add(verdict_above(dl, MARKED), f"{where}: L1 drop {dl.text()}")
+            c.add(verdict_above(dd, 0.0), f"{where}: L1 drop − Energy drop {dd.text()}")
     if not c.units:
-        c.reason = "no dilation results with Energy and L1 at 0 % and a dilated setting"
+        c.reason = "no dilation results with Energy and L1 undilated and at a dilation"
     return c.decide()
 
 
-def claim8(an: Analysis, tables: dict[str, list[Table]]) -> Claim:
-    c = Claim(8, "Energy concentrates attribution on the object (more on-object energy than L1); Energy and RRR* give "
-                 "sparse maps, L1 smooth box-filling maps, PPCE changes little.",
-              "per configuration: Energy's best on-object energy (metrics.on_object) at ≤5 points F1 below the "
-              "baseline exceeds L1's", reason="the qualitative part (sparse / smooth maps) is judged from figures "
-              "(mgkit explain), not from records")
-    rows = _cond_rows(tables, "segmentation")
-    for k in sorted({k[:4] for k in rows}, key=str):
-        e, l1 = rows.get((*k, "energy"), {}).get(None), rows.get((*k, "l1"), {}).get(None)
-        if not e or not l1 or e.get("on_object_at_5") is None or l1.get("on_object_at_5") is None:
+# --------------------------------------------------------------------------------------------------- claim 8
+def claim8(j: Judge) -> Claim:
+    c = Claim(8, "Energy concentrates attribution on the object (segmentation-mask energy relative to box energy is "
+                 "higher than with L1). Energy and RRR* give sparse maps; L1 gives box-filling, smooth maps; PPCE "
+                 "changes little.",
+              "per configuration: Energy's best on-object energy (metrics.on_object) at ≤5 F1 points below the "
+              "baseline minus L1's", "0 (a direction, no size in the paper)", "segmentation", "on_object",
+              reason="the qualitative part (sparse / smooth maps) is judged from figures (mgkit explain), not from "
+                     "records")
+    an = j.an
+    for (ck, loss), conds in sorted(_cond_groups(an, "segmentation").items(), key=lambda kv: str(kv[0])):
+        if loss != "energy" or (ck, "l1") not in _cond_groups(an, "segmentation"):
             continue
-        c.units.append((e["on_object_at_5"] > l1["on_object_at_5"], f"{k[0]} {k[1]}/{k[2]}/{k[3]}: on-object "
-                        f"Energy {_p(e['on_object_at_5'])} vs L1 {_p(l1['on_object_at_5'])}"))
+        l1 = _cond_groups(an, "segmentation")[(ck, "l1")]
+        some = next(iter(conds.values()))[0]
+        bf1, _ = j.base(some, "f1")
+        e = _best([p for v in conds.values() for p in v], an, "on_object", bf1 and bf1.value, 0.05)
+        l = _best([p for v in l1.values() for p in v], an, "on_object", bf1 and bf1.value, 0.05)
+        if e is None or l is None:
+            continue
+        d = j.diff(e, l, "on_object")
+        c.add(verdict_above(d, 0.0), f"{_name(ck)}: on-object Energy {j.num(e, 'on_object').text()} − L1 "
+                                     f"{j.num(l, 'on_object').text()} = {d.text()}")
     if not c.units:
         c.reason = "no records with metrics.on_object for both Energy and L1; " + c.reason
     return c.decide()
 
 
-def claim9(an: Analysis, tables: dict[str, list[Table]]) -> Claim:
+# --------------------------------------------------------------------------------------------------- claim 9
+SPEEDUP = 1.5
+
+
+def claim9(j: Judge, timings: dict[tuple[str, str], list[float]] | None = None) -> Claim:
     c = Claim(9, "Guiding at Mid2/Mid3 improves input-level B-cos attributions almost as much as input guidance, "
                  "at about 1.7–2× training speed.",
-              "per (configuration evaluated at the input, loss, guidance layer mid2/mid3): EPG gain (best EPG at ≤5 "
-              "points F1 below baseline minus baseline) at least 75 % of input guidance's, and seconds per epoch "
-              "at least 1.5× lower than input guidance's")
-    for k, conds in sorted(_cond_rows(tables, "depth").items(), key=str):
-        base = conds.pop("__base__").get("base_epg")
-        ref = conds.get(k[3])
-        if base is None or not ref or ref.get("epg_at_5") is None:
+              "per (configuration evaluated at the input, loss, guidance layer mid2/mid3): its EPG gain (best EPG at "
+              "≤5 F1 points below the baseline, minus the baseline) minus 0.75 × input guidance's gain; and the "
+              "speed-up of a guided training step, input over mid2/mid3, from a timing made alone (the benchmark's "
+              "per-step times, `benchmarks/bench_train.py --one guided/<fam>/<layer> --json`, given to "
+              "`mgkit tables --timings`), not from epoch times of jobs that shared the machine",
+              f"'almost as much': at least 75 % of the input gain; speed: at least {SPEEDUP}× (the paper's "
+              f"1.7–2× less some slack); the speed-up's interval spans the fastest and slowest timed steps",
+              "depth", "epg")
+    an = j.an
+    for (ck, loss), conds in sorted(_cond_groups(an, "depth").items(), key=lambda kv: str(kv[0])):
+        some = next(iter(conds.values()))[0]
+        base, bpt = j.base(some, "epg")
+        bf1, _ = j.base(some, "f1")
+        ref = _best(conds.get(ck[4], []), an, "epg", bf1 and bf1.value, 0.05)
+        if base is None or ref is None:
             continue
-        g_in = ref["epg_at_5"] - base
+        g_in = j.diff(ref, bpt or base, "epg", b_num=base)
         for layer in ("mid2", "mid3"):
-            r = conds.get(layer)
-            if not r or r.get("epg_at_5") is None:
+            r = _best(conds.get(layer, []), an, "epg", bf1 and bf1.value, 0.05)
+            if r is None:
                 continue
-            g = r["epg_at_5"] - base
-            sp = r.get("speedup")
-            ok = g_in > 0 and g >= 0.75 * g_in and sp is not None and sp >= 1.5
-            c.units.append((ok, f"{k[0]} {k[1]}/{k[2]} {k[4]} guided at {layer}: EPG gain {100 * g:+.1f} vs "
-                                f"{100 * g_in:+.1f} at {k[3]}, speed-up " + ("—" if sp is None else f"{sp:.2f}×")))
+            g = j.diff(r, bpt or base, "epg", b_num=base)
+            d = g.minus(g_in, 0.75)
+            c.add(verdict_above(d, 0.0), f"{_name(ck)} {loss} guided at {layer}: EPG gain {g.text()} vs "
+                                         f"{ck[4]} {g_in.text()}; gain − 0.75 × input gain {d.text()}")
+    fams = sorted({f for f, _ in (timings or {})})
+    for fam in fams:
+        t_in = timings.get((fam, "input"))
+        for layer in ("mid2", "mid3"):
+            t = timings.get((fam, layer))
+            if not t_in or not t:
+                continue
+            med = sorted(t_in)[len(t_in) // 2] / sorted(t)[len(t) // 2]
+            lo, hi = min(t_in) / max(t), max(t_in) / min(t)
+            v = HOLDS if lo > SPEEDUP else FAILS if hi < SPEEDUP else UNCLEAR
+            c.add(v, f"{fam} guided step, input vs {layer}: speed-up {med:.2f}× [{lo:.2f}, {hi:.2f}] "
+                     f"({len(t_in)} and {len(t)} timed steps)")
+    if not timings:
+        c.reason = ("speed not measured: no benchmark timings given (`mgkit tables --timings FILE`; epoch times "
+                    "of runs sharing the machine are not used)")
     if not c.units:
-        c.reason = "no guidance-depth results (mid2/mid3 guidance evaluated at the input, with input guidance)"
+        c.reason = ("no guidance-depth results (mid2/mid3 guidance evaluated at the input, with input guidance); "
+                    + c.reason)
     return c.decide()
 
 
-def claim10(an: Analysis, tables: dict[str, list[Table]]) -> Claim:
-    c = Claim(10, "On Waterbirds-100 with 1 % boxes, guidance raises worst-group and overall accuracy in both "
-                  "settings; Energy > L1.",
-              "per data set and setting (conventional / reversed), mean over seeds on the shifted split when "
-              "measured (else test): Energy and L1 exceed the baseline in worst-group and overall accuracy, and "
-              "Energy's worst-group accuracy exceeds L1's")
-    shift = tables.get("shift", [])
-    splits = {t.rows[0]["split"] for t in shift if t.rows}
+# -------------------------------------------------------------------------------------------------- claim 10
+def claim10(j: Judge) -> Claim:
+    c = Claim(10, "On Waterbirds-100 with 1 % boxes, guidance raises worst-group and overall accuracy. The "
+                  "conventional worst group goes from ~43 → ~56 (Energy) / ~51 (L1). The reversed task also "
+                  "improves. Energy > L1 (Table 1).",
+              "per data set and setting (conventional / reversed), on the shifted split when measured (else test): "
+              "Energy − baseline and L1 − baseline in worst-group and overall accuracy, and Energy − L1 in "
+              "worst-group accuracy, each a difference of means over training seeds whose intervals add the "
+              "spread over seeds (t quantile) to the records' bootstrap intervals over test images (one seed "
+              "without an interval: unclear)",
+              "0: the paper's own gains (+13 and +8 worst-group points) are large against it; its L1 gain of "
+              "+2.2 ± 5.0 shows why the spread over seeds must decide", "shift")
+    groups: dict[tuple, dict[tuple, list[Point]]] = {}
+    for p in j.an.shift_points:
+        groups.setdefault((p.dataset, p.split), {}).setdefault(
+            (p.model, setting_of(p), "baseline" if p.is_baseline else p.loss), []).append(p)
+    splits = {s for _, s in groups}
     use = "test_shifted" if "test_shifted" in splits else "test"
-    for t in shift:
-        rows = [r for r in t.rows if r["split"] == use]
-        for model in sorted({r["model"] for r in rows}):
-            by = {r["loss"]: r for r in rows if r["model"] == model}
-            base = by.get("baseline")
-            settings = sorted({k[:-len("_worst_mean")] for r in rows for k in r if k.endswith("_worst_mean")})
-            for s in settings:
-                def v(loss: str, m: str) -> float | None:
-                    return (by.get(loss) or {}).get(f"{s}_{m}_mean")
-                where = f"{t.rows[0]['dataset']} {model} {s} ({use})"
-                for loss in ("energy", "l1"):
-                    for m in ("worst", "overall"):
-                        if base and v(loss, m) is not None and v("baseline", m) is not None:
-                            c.units.append((v(loss, m) > v("baseline", m), f"{where}: {loss} {m} {_p(v(loss, m))} "
-                                            f"vs baseline {_p(v('baseline', m))}"))
-                if v("energy", "worst") is not None and v("l1", "worst") is not None:
-                    c.units.append((v("energy", "worst") > v("l1", "worst"), f"{where}: worst group Energy "
-                                    f"{_p(v('energy', 'worst'))} vs L1 {_p(v('l1', 'worst'))}"))
+    for (ds, split), g in sorted(groups.items(), key=str):
+        if split != use:
+            continue
+        for model, setting in sorted({(k[0], k[1]) for k in g}):
+            def side(loss: str, m: str) -> Num | None:
+                """Mean over seeds with its interval (Judge.seeds), or the one seed's own interval."""
+                seen, nums = set(), []
+                for p in g.get((model, setting, loss), []):
+                    if (p.seed, p.run) in seen:
+                        continue  # a baseline embedded in several guided records
+                    seen.add((p.seed, p.run))
+                    key = "worst_group" if m == "worst" else "overall" if p.m("overall") is not None else "accuracy"
+                    v, lo, hi = p.m(key), p.m(f"{key}_lo"), p.m(f"{key}_hi")
+                    if v is not None:
+                        nums.append(Num(v, lo, hi) if lo is not None and hi is not None else Num(v))
+                return None if not nums else nums[0] if len(nums) == 1 else j.seeds(nums)
+            where = f"{ds} {model} {setting} ({use})"
+            for loss in ("energy", "l1"):
+                for m in ("worst", "overall"):
+                    a, b = side(loss, m), side("baseline", m)
+                    if a and b:
+                        d = a.minus(b)
+                        c.add(verdict_above(d, 0.0), f"{where}: {loss} {a.text()} − baseline {b.text()}, "
+                                                     f"{metric_name(m, short=True)} accuracy {d.text()}")
+            a, b = side("energy", "worst"), side("l1", "worst")
+            if a and b:
+                d = a.minus(b)
+                c.add(verdict_above(d, 0.0), f"{where}: Energy − L1, worst-group accuracy {d.text()}")
     if not c.units:
         c.reason = "no distribution-shift records with a baseline and Energy or L1"
     return c.decide()
 
 
-def claim11(an: Analysis) -> Claim:
+# -------------------------------------------------------------------------------------------------- claim 11
+def claim11(j: Judge) -> Claim:
     c = Claim(11, "Sampling one ground-truth class per image per batch suffices for effective guidance.",
-              "per (configuration, loss) with both identity.targets 'random' and 'all': best EPG at ≤5 points F1 "
-              "below baseline with one sampled class is within 2 points of (or above) the all-classes one")
+              "per (configuration, loss) with guided runs of both identity.targets 'random' and 'all' (`mgkit "
+              "guide --targets`): best EPG at ≤5 F1 points below the baseline, one sampled class minus all classes",
+              "−2 EPG points: 'suffices' allows a loss smaller than the smallest gain the paper discusses", "main",
+              "epg")
+    an = j.an
     groups: dict[tuple, dict[str, list]] = {}
     for p in an.points:
         if p.experiment == "main" and not p.is_baseline and p.targets in ("random", "all"):
-            groups.setdefault((*[str(x) for x in (p.dataset, p.model, p.eattr, p.elayer)], p.loss), {}).setdefault(
-                p.targets, []).append(p)
-    for k, g in sorted(groups.items(), key=str):
+            groups.setdefault((config_key(p), p.loss), {}).setdefault(p.targets, []).append(p)
+    for (ck, loss), g in sorted(groups.items(), key=str):
         if len(g) < 2:
             continue
-        base = an.baseline(g["random"][0])
-        r = best_at(g["random"], an.metric_key("epg"), base and base["f1"], 0.05)
-        a = best_at(g["all"], an.metric_key("epg"), base and base["f1"], 0.05)
+        bf1, _ = j.base(g["random"][0], "f1")
+        r = _best(g["random"], an, "epg", bf1 and bf1.value, 0.05)
+        a = _best(g["all"], an, "epg", bf1 and bf1.value, 0.05)
         if r is None or a is None:
             continue
-        c.units.append((r[0] >= a[0] - 0.02, f"{' '.join(k)}: best EPG one class {_p(r[0])} vs all classes {_p(a[0])}"))
+        d = j.diff(r, a, "epg")
+        c.add(verdict_above(d, -0.02), f"{_name(ck)} {loss}: best EPG one class {j.num(r, 'epg').text()} − all "
+                                       f"classes {j.num(a, 'epg').text()} = {d.text()}")
     if not c.units:
-        c.reason = ("needs guided runs with --targets random and --targets all of the same configuration "
-                    "(the optional identity.targets field); the records have none")
+        c.reason = ("not measured: needs guided runs with --targets random and --targets all of the same "
+                    "configuration (identity.targets); the records have none")
     return c.decide()
 
 
-def all_claims(an: Analysis, tables: dict[str, list[Table]]) -> list[Claim]:
-    return [
-        claim_front(an, 1, "energy", "epg", "Energy gives the best EPG-vs-F1 Pareto front (dominates L1, PPCE, RRR*) "
-                                            "for every model, at input and final layers, on every data set."),
-        claim_front(an, 2, "l1", "iou", "L1 gives the best IoU-vs-F1 Pareto front."),
-        claim3(an, tables), claim4(an, tables), claim5(an, tables), claim6(an, tables), claim7(an, tables),
-        claim8(an, tables), claim9(an, tables), claim10(an, tables), claim11(an),
+def all_claims(an: Analysis, timings: dict[tuple[str, str], list[float]] | None = None) -> tuple[list[Claim], Judge]:
+    """Every claim, judged from the analysis' points (never from rendered tables), and the judge with the
+    differences it made (for the report's resolution line)."""
+    j = Judge(an)
+    claims = [
+        claim_front(j, 1, "energy", "epg", "Energy loss gives the best EPG-vs-F1 Pareto front. It dominates L1, PPCE "
+                                           "and RRR* for Vanilla/IxG, X-DNN/IntGrad and B-cos, at the input and final "
+                                           "layers, on VOC and COCO."),
+        claim_front(j, 2, "l1", "iou", "L1 gives the best IoU-vs-F1 front, especially at the final layer."),
+        claim3(j), claim4(j), claim5(j), claim6(j), claim7(j), claim8(j), claim9(j, timings), claim10(j), claim11(j),
     ]
+    return claims, j
+
+
+def resolution(j: Judge) -> list[tuple[str, float | None, float | None, int]]:
+    """Per metric (EPG, IoU, F1): median half-width of single-record intervals and of the differences the
+    claims made (the smallest difference the run could tell from zero), and how many differences had none."""
+    out = []
+    for m in ("epg", "iou", "f1"):
+        key = j.an.metric_key(m)
+        single = sorted((p.m(f"{key}_hi") - p.m(f"{key}_lo")) / 2 for p in j.an.points
+                        if p.m(f"{key}_lo") is not None and p.m(f"{key}_hi") is not None)
+        ds = j.diffs.get(m, [])
+        diff = sorted((d.hi - d.lo) / 2 for d in ds if d.has_interval)
+        med = lambda v: v[len(v) // 2] if v else None  # noqa: E731
+        out.append((m, med(single), med(diff), sum(not d.has_interval for d in ds)))
+    return out
+
+
+TIMING_LAYERS = ("input", "mid1", "mid2", "mid3", "final")
+
+
+def timings_from(lines: list[dict[str, Any]]) -> dict[tuple[str, str], list[float]]:
+    """(family, layer) -> per-step seconds from `bench_train.py --one guided/<fam>/<layer> --json` lines."""
+    out: dict[tuple[str, str], list[float]] = {}
+    for r in lines:
+        parts = str(r.get("config", "")).split("/")
+        if len(parts) == 3 and parts[0] == "guided" and parts[2] in TIMING_LAYERS and r.get("step_s"):
+            out.setdefault((parts[1], parts[2]), []).extend(float(t) for t in r["step_s"])
+    return out
+

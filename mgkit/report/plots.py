@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # files only; never a display
 import matplotlib.pyplot as plt  # noqa: E402
@@ -14,6 +15,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from mgkit.artifacts import save_figure  # noqa: E402
+from mgkit.report.tables import interval_of  # noqa: E402
 from mgkit.report.analysis import (LAYER_ORDER, Analysis, condition_sort,  # noqa: E402
                                    config_sort, front, group_rows, loss_sort, metric_name)
 
@@ -102,14 +104,19 @@ def pareto_figure(an: Analysis, experiment: str, dataset: str, metric: str) -> F
                 ax.plot(*zip(*fr), marker=st["marker"], color=st["color"], markersize=6, linewidth=1.5,
                         markeredgecolor="black", markeredgewidth=0.5, label=st["label"], gid=f"front:{tag}",
                         zorder=5)
+                ex, ey = _error_bars(ax, _front_pts(pts, mkey), mkey, st["color"], f"errorbars:{tag}")
+                xs += ex  # the axes show the whole of every interval
+                ys += ey
                 if key not in seen:
                     seen.append(key)
             base = an.baseline(next(iter(groups.values()))[0])
             bx = by = None
             if base and base.get("f1") is not None and base.get(metric) is not None:
                 bx, by = 100 * base["f1"], 100 * base[metric]
-                xs.append(bx)
-                ys.append(by)
+                bpts = an.baseline_points(next(iter(groups.values()))[0])
+                (xl, xh, _), (yl, yh, _) = interval_of(bpts, "f1"), interval_of(bpts, an.metric_key(metric))
+                xs += [bx, *(100 * v for v in (xl, xh) if v is not None)]
+                ys += [by, *(100 * v for v in (yl, yh) if v is not None)]
             if not xs:
                 continue
             padx = max(1.0, 0.08 * (max(xs) - min(xs)))
@@ -122,6 +129,10 @@ def pareto_figure(an: Analysis, experiment: str, dataset: str, metric: str) -> F
                                        linewidth=0, gid="dominating"))
                 ax.add_patch(Rectangle((x0, y0), bx - x0, by - y0, color="#7f7f7f", alpha=0.18, zorder=0,
                                        linewidth=0, gid="dominated"))
+                if yl is not None or xl is not None:
+                    ax.errorbar([bx], [by], xerr=None if xl is None else [[bx - 100 * xl], [100 * xh - bx]],
+                                yerr=None if yl is None else [[by - 100 * yl], [100 * yh - by]], fmt="none",
+                                ecolor="black", elinewidth=0.8, capsize=2, zorder=4, label="_errorbars:baseline")
                 ax.scatter([bx], [by], marker="X", s=140, facecolor="white", edgecolor="black", linewidths=1.2,
                            zorder=4, label="baseline", gid=BASELINE_GID)
     handles = [plt.Line2D([], [], color=styles[k]["color"], marker=styles[k]["marker"], markeredgecolor="black",
@@ -138,6 +149,31 @@ def pareto_figure(an: Analysis, experiment: str, dataset: str, metric: str) -> F
     fig.suptitle(f"{metric_name(metric)} vs F1 — {dataset}\n({experiment}, split {an.split})", fontsize=11)
     fig.tight_layout(rect=(0, legend_in / (height + legend_in + 0.5), 1, 1 - 0.55 / (height + legend_in + 0.5)))
     return fig
+
+
+def _front_pts(points: list, key: str) -> list:
+    """The points on the (F1, key) front, in the front's order."""
+    by = {(p.m("f1"), p.m(key)): p for p in reversed(points) if p.m("f1") is not None and p.m(key) is not None}
+    return [by[t] for t in front(points, key)]
+
+
+def _error_bars(ax, points: list, key: str, color: str, gid: str) -> tuple[list[float], list[float]]:
+    """95 % intervals of F1 (horizontal) and `key` (vertical) for points whose records carry them;
+    returns the bars' x and y ends (in %), for the axis limits."""
+    rows = []
+    for p in points:
+        x, y = p.m("f1"), p.m(key)
+        xl, xh, yl, yh = p.m("f1_lo"), p.m("f1_hi"), p.m(f"{key}_lo"), p.m(f"{key}_hi")
+        if None in (x, y) or (yl is None and xl is None):
+            continue
+        rows.append((x, y, x - (xl if xl is not None else x), (xh if xh is not None else x) - x,
+                     y - (yl if yl is not None else y), (yh if yh is not None else y) - y))
+    if not rows:
+        return [], []
+    a = 100 * np.asarray(rows)
+    ax.errorbar(a[:, 0], a[:, 1], xerr=a[:, 2:4].T, yerr=a[:, 4:6].T, fmt="none", ecolor=color, elinewidth=0.8,
+                capsize=2, alpha=0.7, zorder=4, label=f"_{gid}")
+    return [*(a[:, 0] - a[:, 2]), *(a[:, 0] + a[:, 3])], [*(a[:, 1] - a[:, 4]), *(a[:, 1] + a[:, 5])]
 
 
 def save_plot(fig: Figure, stem: Path) -> list[Path]:

@@ -67,6 +67,8 @@ class Point:
     metrics: dict[str, Any] = field(default_factory=dict)
     seconds_per_epoch: float | None = None
     run: str | None = None
+    per_image: dict[str, Any] | None = None  # encoded per-image sums (mgkit.bootstrap), for paired comparisons
+    selected_on: str | None = None  # pareto entries: the split whose front selected the checkpoint
 
     def m(self, key: str) -> float | None:
         v = self.metrics.get(key)
@@ -132,7 +134,7 @@ def _point(path: str, rec: dict[str, Any], metrics: dict[str, Any], ev: dict[str
         dilate=float(ident.get("dilate") or 0.0), seed=ident.get("seed"), targets=ident.get("targets"),
         eattr=ev.get("attribution"), elayer=ev.get("layer"), split=split, metrics=metrics,
         seconds_per_epoch=(training or {}).get("seconds_per_epoch") or rec.get("seconds"),
-        run=ident.get("run"),
+        run=ident.get("run"), per_image=rec.get("per_image") if isinstance(rec.get("per_image"), dict) else None,
     )
 
 
@@ -161,8 +163,12 @@ def to_points(sources: Iterable[Source]) -> tuple[list[Point], dict[str, int]]:
                     raise FormatError(f"{path}: pareto entries[{i}] is not an object")
                 ev = e.get("evaluation") or rec.get("evaluation") or {}
                 merged = {**e, "identity": e.get("identity") or rec.get("identity")}
-                points.append(_point(path, merged, _need(e, "metrics", path, f"entries[{i}]."), ev,
-                                     ev.get("split"), {**e, "experiment": rec.get("experiment", e.get("experiment"))}))
+                p = _point(path, merged, _need(e, "metrics", path, f"entries[{i}]."), ev,
+                           ev.get("split"), {**e, "experiment": rec.get("experiment", e.get("experiment"))})
+                # records written before selection moved to validation have no "selection": their
+                # front was taken on the evaluated split
+                p.selected_on = (rec.get("selection") or {}).get("split") or ev.get("split")
+                points.append(p)
         elif kind == "shift" and isinstance(rec.get("splits"), dict):
             ev = rec.get("evaluation") or {}
             for split, metrics in sorted(rec["splits"].items()):

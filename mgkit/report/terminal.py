@@ -112,13 +112,13 @@ def show_shift(rec: dict[str, Any], console: Console | None = None) -> None:
 
 def show_pareto(rec: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
-    t = Table(title=f"Pareto checkpoints on {rec['evaluation']['split']} (* = on the merged front)",
-              title_justify="left")
-    for col in ("", "checkpoint", "f1", "epg", "iou", "iou_chosen"):
-        t.add_column(col, justify="left" if col in ("", "checkpoint") else "right")
-    front = set(rec["front"])
-    for i, e in enumerate(rec["entries"]):
+    sel = rec.get("selection") or {}
+    t = Table(title=f"Pareto checkpoints selected on {sel.get('split', '?')} ({sel.get('selected', '?')} of "
+                    f"{sel.get('pool', '?')}), scored on {rec['evaluation']['split']}", title_justify="left")
+    for col in ("checkpoint", "f1", "epg", "iou", "iou_chosen"):
+        t.add_column(col, justify="left" if col == "checkpoint" else "right")
+    for e in rec["entries"]:
         m = e["metrics"]
-        t.add_row("*" if i in front else "", str(e["identity"]["checkpoint"]),
+        t.add_row(str(e["identity"]["checkpoint"]),
                   *(_num(m.get(k)) for k in ("f1", "epg", "iou", "iou_chosen")))
     console.print(t)

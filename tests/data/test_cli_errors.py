@@ -327,3 +327,56 @@ def test_sigkill_leftover_removed_by_next_run(tmp_path):
                          env=env, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.h5"]
+
+
+# ------------------------------------------------------------------------------------------- interrupts
+# A signal is only recorded by prepare's handler and acted on by its main loop: raising from the handler
+# could land in a weakref callback, where Python swallows it and the run went on to exit 0.
+
+_TARGET: dict[str, Any] = {}
+
+
+def _load_and_signal(record, size):
+    """synthetic.load; the first call of all (in a worker, or in-process) sends the configured signal to the
+    preparing process once, as `kill` would."""
+    try:
+        os.close(os.open(_TARGET["once"], os.O_CREAT | os.O_EXCL))
+        os.kill(_TARGET["pid"], _TARGET["signal"])
+    except FileExistsError:
+        pass
+    return synthetic.load(record, size)
+
+
+@pytest.mark.parametrize("workers,signum", [(2, signal.SIGTERM), (2, signal.SIGINT), (0, signal.SIGTERM)])
+def test_prepare_interrupted_by_a_signal_writes_nothing(tmp_path, workers, signum):
+    import dataclasses
+
+    plan = synthetic.plan(task="multilabel", num_classes=3, n_train=40, n_val=3, n_test=3, seed=0)
+    plan = dataclasses.replace(plan, load=_load_and_signal)
+    _TARGET.update(pid=os.getpid(), signal=signum, once=str(tmp_path / "sent"))
+    before = signal.getsignal(signum)
+    with pytest.raises(KeyboardInterrupt):
+        run_prepare(plan, tmp_path / "out" / "d.h5", size=16, bbox_frac=1.0, seed=0, workers=workers, quiet=True)
+    assert (tmp_path / "sent").exists() and list((tmp_path / "out").iterdir()) == []
+    assert signal.getsignal(signum) is before  # the recording handler is gone again
+
+
+def test_sigterm_with_workers_never_exits_0(tmp_path):
+    out = tmp_path / "d.h5"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "mgkit", "prepare", "synthetic", "--size", "64", "--train", "20000", "--workers", "2",
+           "--out", str(out), "-q"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "error: interrupted; nothing was written at the output path", err
+    assert list(tmp_path.iterdir()) == []

@@ -60,6 +60,11 @@ def test_select_annotated_count(n, frac, k):
     assert select_annotated(n, frac, 3).sum() == k
 
 
+def test_select_annotated_absolute_count():
+    assert select_annotated(100, 0.01, 3, count=25).sum() == 25 and select_annotated(10, 0.5, 3, count=25).sum() == 10
+    assert select_annotated(100, 1.0, 3, count=0).sum() == 0
+
+
 def test_select_annotated_matches_legacy_numpy_and_seed():
     np.random.seed(5)
     ref = np.random.choice(100, 10, replace=False)

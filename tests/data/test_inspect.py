@@ -27,9 +27,9 @@ def test_inspect_json_matches_arrays(tmp_path):
     r = runner.invoke(app, ["inspect", str(path), "--json"])
     assert r.exit_code == 0, r.output
     s = json.loads(r.stdout)
-    assert set(s["splits"]) == {"train", "val", "test", "test_shifted"}
+    assert set(s["splits"]) == {"train", "val", "test", "test_decorrelated", "test_shifted"}
     with open_dataset(path) as ds:
-        assert ds.splits == ["train", "val", "test", "test_shifted"]  # the source's order, not alphabetical
+        assert ds.splits == ["train", "val", "test", "test_decorrelated", "test_shifted"]  # the source's order, not alphabetical
     with h5py.File(path) as f:
         for split, c in s["splits"].items():
             g = f[split]

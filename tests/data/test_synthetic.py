@@ -74,8 +74,8 @@ def test_same_seed_same_bytes_different_seed_differs(tmp_path):
 
 def test_plan_order_ids_and_provenance():
     plan = S.plan(n_train=3, n_val=2, n_test=4)
-    assert list(plan.splits) == ["train", "val", "test", "test_shifted"]
-    assert [len(v) for v in plan.splits.values()] == [3, 2, 4, 4]
+    assert list(plan.splits) == ["train", "val", "test", "test_decorrelated", "test_shifted"]
+    assert [len(v) for v in plan.splits.values()] == [3, 2, 4, 4, 4]
     assert plan.classes == list(S.SHAPES[:6]) and plan.segmentation_splits == set(plan.splits)
     prov = plan.provenance
     assert prov["generator_version"] == S.GENERATOR_VERSION and prov["spurious"] == 0.9
@@ -151,9 +151,9 @@ def test_cues_never_overlap_boxes():
 
 
 def test_cue_statistics_per_split():
-    k, n, size = 6, 600, 32
+    k, n, size = 6, 500, 32
     stats = {}
-    for split in ("train", "test", "test_shifted"):
+    for split in ("train", "test", "test_decorrelated", "test_shifted"):
         labels, cues = [], []
         for scene in _scenes(split, n, size, num_classes=k):
             found = _detect_cues(scene.image, k)
@@ -162,20 +162,33 @@ def test_cue_statistics_per_split():
             cues.append(found)
         y, c = np.array(labels), np.array(cues)
         stats[split] = (c[y].mean(), c[~y].mean())
-    m = S.cue_rates("test", k, 0.9)[0]
-    present, absent = stats["train"]
-    assert abs(present - 0.9) < 0.04 and 0.01 < absent < 0.05  # strong but imperfect predictor
-    present, absent = stats["test"]
+    m = S.cue_rates("test_decorrelated", k, 0.9)[0]
+    for split in ("train", "test"):  # test is drawn like the training data (the paper's F1)
+        present, absent = stats[split]
+        assert abs(present - 0.9) < 0.04 and 0.01 < absent < 0.05  # strong but imperfect predictor
+    present, absent = stats["test_decorrelated"]
     assert abs(present - absent) < 0.06 and abs(present - m) < 0.05 and abs(absent - m) < 0.05  # independent
     present, absent = stats["test_shifted"]
     assert present == 0.0 and abs(absent - S.cue_rates("test_shifted", k, 0.9)[1]) < 0.05  # inverted
 
 
-def test_test_shifted_shows_the_test_scenes():
-    for a, b in zip(_scenes("test", 20, 48), _scenes("test_shifted", 20, 48)):
-        assert np.array_equal(a.segmentation, b.segmentation) and np.array_equal(a.boxes, b.boxes)
-        inner = S.layout(48).band
-        assert np.array_equal(a.image[inner:-inner, inner:-inner], b.image[inner:-inner, inner:-inner])
+def test_shifted_splits_show_the_test_scenes():
+    for split in ("test_decorrelated", "test_shifted"):
+        for a, b in zip(_scenes("test", 20, 48), _scenes(split, 20, 48)):
+            assert np.array_equal(a.segmentation, b.segmentation) and np.array_equal(a.boxes, b.boxes)
+            inner = S.layout(48).band
+            assert np.array_equal(a.image[inner:-inner, inner:-inner], b.image[inner:-inner, inner:-inner])
+
+
+def test_pretrain_task_has_no_cues_and_scenes_of_its_own():
+    plan = S.plan(task="pretrain", n_train=30, n_val=2, n_test=2)
+    assert list(plan.splits) == ["train", "val", "test"] and plan.task == "multilabel"
+    assert plan.provenance["cues"] == [] and plan.provenance["generator_version"] == S.GENERATOR_VERSION
+    scenes = [S.render(r, 32) for r in plan.splits["train"]]
+    assert not any(sc.cues.any() for sc in scenes)
+    assert not any(_detect_cues(sc.image, 6).any() for sc in scenes)
+    other = S.render(S.plan(n_train=1, n_val=1, n_test=1).splits["train"][0], 32)
+    assert not np.array_equal(scenes[0].image, other.image)
 
 
 def test_spurious_changes_only_cues():
@@ -216,7 +229,7 @@ def test_cli_multilabel_json_and_bbox_frac(tmp_path):
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout)
     assert {s: v["images"] for s, v in summary["splits"].items()} == {"train": 40, "val": 10, "test": 10,
-                                                                     "test_shifted": 10}
+                                                                     "test_decorrelated": 10, "test_shifted": 10}
     with open_dataset(out) as ds:
         assert ds.classes == list(S.SHAPES[:6]) and ds.image_size == (64, 64) and ds.task == "multilabel"
         assert all("segmentation" in ds.split(s) for s in ds.splits)
@@ -232,6 +245,22 @@ def test_cli_multilabel_json_and_bbox_frac(tmp_path):
             assert f["val/annotated"][()].all() and f["test_shifted/annotated"][()].all()
     assert sets["a"].sum() == 10 and sets["c"].sum() == 1 and sets["e"].sum() == 0  # int(F * N), >= 1 if F > 0
     assert np.array_equal(sets["a"], sets["b"]) and not np.array_equal(sets["a"], sets["d"])
+
+
+def test_cli_bbox_count_is_an_absolute_budget(tmp_path):
+    path = tmp_path / "n.h5"
+    res = _cli("--out", str(path), "--train", "40", "--val", "4", "--test", "4", "--size", "32", "--bbox-frac", "0.01",
+               "--bbox-count", "7", "--quiet", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["splits"]["train"]["annotated"] == 7
+    with open_dataset(path) as ds:
+        assert ds.bbox_frac == 0.01  # the condition the budget stands for (1 % of the paper's data set)
+    with h5py.File(path, "r") as f:
+        assert f["train/annotated"][()].sum() == 7 and f["val/annotated"][()].all()
+    res = _cli("--out", str(tmp_path / "m.h5"), "--train", "40", "--val", "4", "--test", "4", "--size", "32",
+               "--bbox-count", "41")
+    assert res.exit_code == 2 and "--bbox-count 41" in res.output and res.output.strip().count("\n") == 0
+    assert not (tmp_path / "m.h5").exists()
 
 
 def test_birds_place_is_the_reversed_task_on_the_same_images():

@@ -177,6 +177,38 @@ def test_evaluation_pairs_are_present_classes_of_images_with_boxes():
     assert headline(result)["epg"] == pytest.approx(loc["epg"])
 
 
+def test_per_image_sums_reproduce_the_headline_metrics_in_dataset_order():
+    """Chunked and reordered passes still give per-image sums keyed by dataset row whose ratios are the
+    split's F1, EPG and IoU; the sections carry their intervals and the encoded sums round-trip."""
+    from mgkit.bootstrap import decode_per_image
+
+    model = create_model("resnet18", 3)
+    perturb_(model.net)
+    batch = _eval_batch()
+    batch.index = torch.tensor([7, 3, 5])
+    one_px = batch.images.shape[1] * batch.images.shape[2]
+    res = evaluate(model, [batch], device=torch.device("cpu"), attribution="ixg", layer="input", max_pixels=one_px)
+    per = res["per_image"]
+    assert list(per["index"]) == [3, 5, 7] and list(per["pairs"]) == [0, 1, 2]  # row 3 is image 1: no box
+    cls, loc = res["classification"], res["localization"]
+    assert 2 * per["tp"].sum() / (2 * per["tp"].sum() + per["fp"].sum() + per["fn"].sum()) == pytest.approx(cls["f1"])
+    assert per["epg_sum"].sum() / per["pairs"].sum() == pytest.approx(loc["epg"])
+    assert per["iou_sum"].sum() / per["pairs"].sum() == pytest.approx(loc["iou"])
+    sec = result_sections(res, CLASSES, keep_per_image=True)
+    m = sec["metrics"]
+    assert m["epg_lo"] <= m["epg"] <= m["epg_hi"] and m["f1_lo"] <= m["f1"] <= m["f1_hi"]
+    back = decode_per_image(json.loads(json.dumps(sec["per_image"])))
+    assert list(back["index"]) == [3, 5, 7]
+    assert back["epg_sum"] == pytest.approx(per["epg_sum"], rel=1e-6)
+    assert "per_image" not in result_sections(res, CLASSES)  # epoch lines stay small
+    chosen = evaluate(model, [batch], device=torch.device("cpu"), attribution="ixg", layer="input",
+                      chosen_threshold=0.25)
+    per = chosen["per_image"]
+    assert per["iou_chosen_sum"].sum() / per["pairs"].sum() == pytest.approx(chosen["localization"]["iou_chosen"])
+    m = result_sections(chosen, CLASSES)["metrics"]
+    assert m["iou_chosen_lo"] <= m["iou_chosen"] <= m["iou_chosen_hi"]
+
+
 def test_headline_leaves_missing_localization_as_none():
     batch = _eval_batch()
     batch.boxes[:] = -1  # no box anywhere: no pairs

@@ -92,9 +92,12 @@ def test_cli_train_guide_export_and_schema_records(tiny_data, tmp_path):
     guided = tmp_path / "g"
     r = runner.invoke(app, ["guide", "--from", str(base / "checkpoints/best_f1.pt"), "--data", str(tiny_data),
                             "--out", str(guided), "--loss", "energy", "--lambda", "1", "--epochs", "1",
-                            "--batch-size", "8", "--workers", "0", "--quiet", "--json"])
+                            "--batch-size", "8", "--device", "cpu", "--quiet", "--json"])
     assert r.exit_code == 0, r.output
     summary = json.loads(r.stdout)
+    # no --workers: the CPU's default (loader.default_workers) is what config.yaml and the checkpoints record
+    assert yaml.safe_load((guided / "config.yaml").read_text())["workers"] == 0
+    assert load_checkpoint(guided / "checkpoints" / "last.pt")["config"]["workers"] == 0
     ident = summary["identity"]
     assert (ident["stage"], ident["loss"], ident["layer"], ident["attribution"], ident["lambda"]) == \
         ("guide", "energy", "input", "ixg", 1.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,15 @@ def record(model: str = "bcos-resnet18", loss: str | None = None, layer: str = "
            dilate: float = 0.0, seed: int = 0, dataset: str = "synthetic", data_hash: str = "a" * 16,
            classes: list[str] | None = None, kind: str = "evaluation", experiment: str | None = None,
            on_object: float | None = None, seconds_per_epoch: float | None = None, split: str = "test",
+           ci: float | None = None, targets: str | None = None, attribution: str | None = None,
            **metrics: Any) -> dict[str, Any]:
+    """One evaluation record; `ci` adds symmetric 95 % intervals (±ci) to F1, EPG, IoU and on-object."""
     family, attr = FAMILY[model]
+    attr = attribution or attr
+    if ci is not None:
+        for k, v in (("f1", f1), ("epg", epg), ("iou", iou), ("on_object", on_object)):
+            if v is not None:
+                metrics.update({f"{k}_lo": v - ci, f"{k}_hi": v + ci})
     rec: dict[str, Any] = {
         "schema": "mgkit.result", "schema_version": 1, "kind": kind, "mgkit_version": "0.1.0",
         "created": "2026-11-28T17:00:00+00:00",
@@ -33,6 +41,8 @@ def record(model: str = "bcos-resnet18", loss: str | None = None, layer: str = "
     }
     if experiment:
         rec["experiment"] = experiment
+    if targets:
+        rec["identity"]["targets"] = targets
     return rec
 
 
@@ -51,20 +61,22 @@ def shift(loss: str | None, worst: float, overall: float, seed: int, classes: li
     return rec
 
 
-def main_records() -> list[dict[str, Any]]:
-    """B-cos input (Energy dominates L1, PPCE; L1 wins IoU) and vanilla final (a guided model beats the baseline)."""
+def main_records(ci: float | None = None) -> list[dict[str, Any]]:
+    """B-cos input (Energy dominates L1, PPCE; L1 wins IoU) and vanilla final (a guided model beats the baseline);
+    `ci`: intervals of ±ci on every metric."""
     b = "bcos-resnet18"
-    recs = [record(b, None, f1=0.80, epg=0.40, iou=0.10),
-            pareto([record(b, "energy", f1=0.795, epg=0.70, iou=0.12, lam=1e-3),
-                    record(b, "energy", f1=0.77, epg=0.75, iou=0.13, lam=1e-2),
-                    record(b, "energy", f1=0.70, epg=0.80, iou=0.14, lam=1e-1)]),
-            record(b, "l1", f1=0.79, epg=0.55, iou=0.30, lam=1e-3),
-            record(b, "l1", f1=0.74, epg=0.60, iou=0.35, lam=1e-2),
-            record(b, "ppce", f1=0.80, epg=0.42, iou=0.11, lam=1e-3),
-            record("resnet18", None, "final", f1=0.70, epg=0.30, iou=0.20),
-            record("resnet18", "energy", "final", f1=0.71, epg=0.45, iou=0.22, lam=1e-3),
-            record("resnet18", "energy", "final", f1=0.60, epg=0.65, iou=0.25, lam=1e-2),
-            record("resnet18", "l1", "final", f1=0.69, epg=0.40, iou=0.30, lam=1e-3)]
+    rec = partial(record, ci=ci)
+    recs = [rec(b, None, f1=0.80, epg=0.40, iou=0.10),
+            pareto([rec(b, "energy", f1=0.795, epg=0.70, iou=0.12, lam=1e-3),
+                    rec(b, "energy", f1=0.77, epg=0.75, iou=0.13, lam=1e-2),
+                    rec(b, "energy", f1=0.70, epg=0.80, iou=0.14, lam=1e-1)]),
+            rec(b, "l1", f1=0.79, epg=0.55, iou=0.30, lam=1e-3),
+            rec(b, "l1", f1=0.74, epg=0.60, iou=0.35, lam=1e-2),
+            rec(b, "ppce", f1=0.80, epg=0.42, iou=0.11, lam=1e-3),
+            rec("resnet18", None, "final", f1=0.70, epg=0.30, iou=0.20),
+            rec("resnet18", "energy", "final", f1=0.71, epg=0.45, iou=0.22, lam=1e-3),
+            rec("resnet18", "energy", "final", f1=0.60, epg=0.65, iou=0.25, lam=1e-2),
+            rec("resnet18", "l1", "final", f1=0.69, epg=0.40, iou=0.30, lam=1e-3)]
     return recs
 
 

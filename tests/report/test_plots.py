@@ -54,3 +54,17 @@ def test_condition_sweep_plot_has_one_curve_per_condition():
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def test_error_bars_from_record_intervals():
+    points, _ = to_points(Source("mem.json", r) for r in main_records(ci=0.01))
+    fig = pareto_figure(Analysis(points), "main", "synthetic", "epg")
+    ax = {a.get_title(): a for a in fig.axes}["bcos-resnet18 · bcos · input"]
+    bars = {c.get_label()[1:]: c for c in ax.containers if c.get_label().startswith("_errorbars:")}
+    assert set(bars) >= {"errorbars:energy", "errorbars:baseline"}
+    _, _, (xbars, ybars) = bars["errorbars:energy"].lines
+    seg = sorted(ybars.get_segments(), key=lambda s: s[0][0])  # Energy's three front points, ±1 point in EPG
+    assert [[tuple(v) for v in s] for s in seg][0] == [(70.0, 79.0), (70.0, 81.0)]
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)

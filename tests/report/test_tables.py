@@ -90,7 +90,9 @@ def test_other_experiments(tmp_path):
     assert (e["reversed_worst_mean"], e["reversed_worst_std"], e["reversed_overall_mean"]) == ("56.0", "1.4", "71.0")
     md = (t / "shift-waterbirds-test.md").read_text()
     assert "Conv. worst" in md and "Rev. overall" in md and "56.0 (±1.4)" in md
-    assert sorted(summary["experiments"]) == ["annotations", "depth", "dilation", "main", "segmentation", "shift"]
+    # the Waterbirds shift records are real data: the paper's Table 1 is printed beside them
+    assert sorted(summary["experiments"]) == ["annotations", "depth", "dilation", "main", "paper", "segmentation",
+                                              "shift"]
 
 
 def test_mixed_data_sets_refused(tmp_path):
@@ -164,3 +166,78 @@ def test_experiment_field(tmp_path):
                                 record(f1=0.5, epg=0.5, loss="energy"), record(f1=0.5, epg=0.5)])
     points, _ = to_points(load([path]))
     assert [p.experiment for p in points] == ["annotations", "depth", "main", None]
+
+
+def test_intervals_in_tables_and_seeds_combined(tmp_path):
+    """One baseline per seed: mean ±std and the combined interval; a candidate's own bootstrap interval."""
+    b = "bcos-resnet18"
+    recs = [record(b, None, f1=0.80, epg=0.40, ci=0.02, seed=0), record(b, None, f1=0.80, epg=0.44, ci=0.02, seed=1),
+            record(b, "energy", f1=0.79, epg=0.70, ci=0.03)]
+    recs[1]["identity"]["run"] = "runs/seed1"
+    write(tmp_path / "res" / "main.json", recs)
+    build([tmp_path / "res"], tmp_path / "out" / "tables", quiet=True, plots=False)
+    rows = read_csv(tmp_path / "out" / "tables" / "main-synthetic.csv")
+    base = row(rows, loss="baseline")
+    sd = 0.04 / 2 ** 0.5  # std of 0.40 and 0.44
+    h = 1.959964 * ((0.02 / 1.959964) ** 2 + sd ** 2 / 2) ** 0.5
+    assert base["base_epg"] == "42.0" and base["base_epg_std"] == f"{100 * sd:.1f}"
+    assert (base["base_epg_lo"], base["base_epg_hi"]) == (f"{100 * (0.42 - h):.1f}", f"{100 * (0.42 + h):.1f}")
+    e = row(rows, loss="energy")
+    assert (e["epg_at_1_lo"], e["epg_at_1_hi"]) == ("67.0", "73.0")
+    md = (tmp_path / "out" / "tables" / "main-synthetic.md").read_text()
+    assert "70.0 [67.0, 73.0] (79.0)" in md and f"42.0 ±{100 * sd:.1f} [" in md
+
+
+def test_report_shows_each_claims_deciding_plot_inline(tmp_path):
+    from mgkit.report.analysis import Analysis
+    from mgkit.report.build import report_markdown
+    from mgkit.report.claims import all_claims
+    from mgkit.report.records import Source
+    from mgkit.report.tables import all_tables
+
+    points, _ = to_points(Source("m.json", r) for r in main_records(ci=0.005) + other_records())
+    an = Analysis(points)
+    claims, judge = all_claims(an)
+    out = tmp_path / "tables"
+    plots = [out / f"{stem}.png" for stem in ("pareto-epg-synthetic", "pareto-iou-synthetic", "dilation-epg-synthetic",
+                                              "annotations-epg-synthetic")]
+    text = report_markdown(all_tables(an), plots, claims, tmp_path / "paper-tables.md", an, 3, {}, judge)
+    sections = {s.split(":")[0]: s for s in text.split("### Claim ")[1:]}
+    assert "![pareto-epg-synthetic.png](tables/pareto-epg-synthetic.png)" in sections["1"]
+    assert "pareto-iou" not in sections["1"] and "![pareto-iou-synthetic.png]" in sections["2"]
+    assert "![dilation-epg-synthetic.png]" in sections["7"] and "![annotations-epg-synthetic.png]" in sections["6"]
+    assert "| EPG | 0.5 points |" in text  # resolution: median half-width of one record's EPG interval
+
+
+def test_report_says_which_split_selected_the_pareto_sets(tmp_path):
+    from fabricate import pareto
+
+    recs = [record("bcos-resnet18", None, f1=0.80, epg=0.40, iou=0.10),
+            pareto([record("bcos-resnet18", "energy", f1=0.79, epg=0.70, iou=0.12)])]
+    recs[1]["selection"] = {"split": "val", "metrics": ["f1", "epg", "iou"], "bin_width": 0.005, "pool": 4,
+                            "selected": 1}
+    write(tmp_path / "res" / "val.json", recs)
+    points, _ = to_points(load([tmp_path / "res"]))
+    assert [p.selected_on for p in points] == [None, "val"]
+    build([tmp_path / "res"], tmp_path / "out" / "tables", quiet=True, plots=False)
+    text = (tmp_path / "out" / "paper-tables.md").read_text()
+    assert "Pareto sets selected on split `val`" in text and "not the paper's protocol" not in text
+
+    del recs[1]["selection"]  # an older record: its front was taken on the split it reports
+    write(tmp_path / "res" / "val.json", recs)
+    build([tmp_path / "res"], tmp_path / "out" / "tables", quiet=True, plots=False)
+    assert "Sets selected on `test` itself" in (tmp_path / "out" / "paper-tables.md").read_text()
+
+
+def test_candidates_over_seeds_average_each_seeds_best(tmp_path):
+    b = "bcos-resnet18"
+    recs = [record(b, None, f1=0.80, epg=0.40),
+            record(b, "energy", f1=0.79, epg=0.70, seed=0), record(b, "energy", f1=0.79, epg=0.60, seed=0),
+            record(b, "energy", f1=0.795, epg=0.64, seed=1), record(b, "energy", f1=0.60, epg=0.95, seed=1)]
+    write(tmp_path / "res" / "main.json", recs)
+    build([tmp_path / "res"], tmp_path / "out" / "tables", quiet=True, plots=False)
+    e = row(read_csv(tmp_path / "out" / "tables" / "main-synthetic.csv"), loss="energy")
+    # seed 0's best at <= 5 points: 70 (F1 79); seed 1's: 64 (F1 79.5; its 95 lies 20 F1 points below)
+    assert (e["epg_at_5"], e["f1_epg_at_5"], e["epg_at_5_std"]) == ("67.0", "79.2", f"{100 * 0.06 / 2 ** 0.5:.1f}")
+    h = 12.706 * 0.06 / 2 ** 0.5 / 2 ** 0.5  # t interval of two seeds' spread (records without intervals)
+    assert (e["epg_at_5_lo"], e["epg_at_5_hi"]) == (f"{100 * (0.67 - h):.1f}", f"{100 * (0.67 + h):.1f}")

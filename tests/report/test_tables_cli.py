@@ -12,7 +12,7 @@ runner = CliRunner()
 
 
 def test_tables_cli_json(tmp_path):
-    write(tmp_path / "r" / "main.json", main_records())
+    write(tmp_path / "r" / "main.json", main_records(ci=0.005))
     write(tmp_path / "r" / "other.json", other_records())
     out = tmp_path / "results" / "tables"
     res = runner.invoke(app, ["tables", str(tmp_path / "r"), "--out", str(out), "--json", "--quiet", "--no-plots"])
@@ -23,7 +23,27 @@ def test_tables_cli_json(tmp_path):
     assert all((tmp_path / "results" / "tables" / f).exists() for f in ("main-synthetic.csv", "shift-waterbirds-test.tex"))
     assert str(out / "main-synthetic.md") in s["files"]
     report = (tmp_path / "results" / "paper-tables.md").read_text()
-    assert "[csv](tables/main-synthetic.csv)" in report and "| 1 | Energy gives" in report
+    assert "[csv](tables/main-synthetic.csv)" in report and "| 1 | Energy loss gives" in report
+    assert "**inconclusive**" in report and "What this run can resolve" in report and "Margin:" in report
+    html = (tmp_path / "results" / "paper-tables.html").read_text()
+    assert html.startswith("<!DOCTYPE html>") and "<table>" in html and "Claim 1: supported" in html
+
+
+def test_tables_cli_timings(tmp_path):
+    write(tmp_path / "r" / "main.json", main_records(ci=0.005))
+    bad = tmp_path / "t.jsonl"
+    bad.write_text("not json\n")
+    args = ["tables", str(tmp_path / "r"), "--out", str(tmp_path / "o"), "--no-plots", "--quiet", "--json"]
+    res = runner.invoke(app, [*args, "--timings", str(bad)])
+    assert res.exit_code == 2 and "--timings" in res.output and "line 1" in res.output
+    assert not (tmp_path / "o").exists() and not (tmp_path / "paper-tables.md").exists()
+    good = tmp_path / "bench.jsonl"
+    good.write_text(json.dumps({"config": "guided/bcos/input", "step_s": [2.0, 2.1]}) + "\n"
+                    + json.dumps({"config": "guided/bcos/mid2", "step_s": [1.0, 1.1]}) + "\n")
+    res = runner.invoke(app, [*args, "--timings", str(good)])
+    assert res.exit_code == 0, res.output
+    c9 = {c["claim"]: c for c in json.loads(res.stdout)["claims"]}[9]
+    assert any("speed-up" in ch["detail"] for ch in c9["checks"])
 
 
 def test_tables_cli_errors(tmp_path):

@@ -27,8 +27,9 @@ from mgkit.data.format import Sample
 from mgkit.data.prepare import BadSample, Record, SourcePlan, scale_boxes
 from mgkit.data.sources.classes import COCO_CLASSES, VOC_CLASSES
 from mgkit.errors import MgkitError, UsageError
+from mgkit.registry import REFERENCE_DATASETS
 
-DATASETS = {"voc": VOC_CLASSES, "coco": COCO_CLASSES}
+DATASETS = dict(zip(REFERENCE_DATASETS, (VOC_CLASSES, COCO_CLASSES)))
 SPLITS = ("train", "val", "test")
 _CACHE: dict[str, dict[str, Any]] = {}  # file path -> loaded dict, filled by plan(), read by load()
 

@@ -28,12 +28,20 @@ background (grey tint + linear gradient + stripes + blotches + pixel noise).
     p = ``spurious`` (default 0.9), b = ``CUE_BASE_RATE`` (0.25), q = P(class k present) and
     m = q p + (1 - q)(1 - p) b the training marginal:
 
-        train, val     P(cue k | k present) = p,  P(cue k | k absent) = (1 - p) b
-        test           P(cue k) = m whether or not k is present (independent, same marginal)
-        test_shifted   P(cue k | k present) = 0,  P(cue k | k absent) = min(1, m / (1 - q))
+        train, val, test   P(cue k | k present) = p,  P(cue k | k absent) = (1 - p) b
+        test_decorrelated  P(cue k) = m whether or not k is present (independent, same marginal)
+        test_shifted       P(cue k | k present) = 0,  P(cue k | k absent) = min(1, m / (1 - q))
 
-    ``test_shifted`` shows the very same scenes as ``test`` (objects and backgrounds), only its
-    cues are re-decided, so the two splits form a paired comparison.
+    ``test`` is drawn like the training data, as the paper's F1 is (its test sets follow the training
+    distribution); robustness to the cue is the separate shift experiment (`mgkit shift`), on
+    ``test_decorrelated`` and ``test_shifted``. Both show the very same scenes as ``test`` (objects,
+    backgrounds and the per-class uniforms that decide the cues), only the cue rates differ, so the
+    three splits form a paired comparison.
+
+Task ``pretrain``: the multilabel shapes without any cue, in scenes of their own (another image stream
+than ``multilabel``), splits train / val / test. A backbone trained on it once (`mgkit train`) can see
+the shapes before fine-tuning, as the paper's ImageNet-pretrained backbones do (load it with
+`mgkit train --weights`).
 
 Task ``birds``: a Waterbirds-100 analogue (binary task, classes landbird / waterbird). A landbird
 has legs, a short beak and a raised fan tail; a waterbird a longer neck, a long thin beak, a flat tail
@@ -69,13 +77,15 @@ import numpy as np
 from mgkit.data.format import Sample
 from mgkit.data.prepare import Record, SourcePlan
 from mgkit.errors import UsageError
+from mgkit.registry import SYNTHETIC_SPURIOUS, SYNTHETIC_TASKS
 
 GENERATOR = "mgkit-synthetic"
-GENERATOR_VERSION = "1.0"
-TASKS = ("multilabel", "birds", "birds-place")
-SPLIT_IDS: dict[str, int] = {"train": 0, "val": 1, "test": 2, "test_shifted": 3}
-_TASK_IDS = {"multilabel": 0, "birds": 1, "birds-place": 1}  # birds-place: the same images as birds
-DEFAULT_SPURIOUS = {"multilabel": 0.9, "birds": 1.0, "birds-place": 1.0}
+GENERATOR_VERSION = "2.0"  # 2.0: multilabel test follows train; test_decorrelated; task pretrain
+TASKS = SYNTHETIC_TASKS
+SPLIT_IDS: dict[str, int] = {"train": 0, "val": 1, "test": 2, "test_shifted": 3, "test_decorrelated": 4}
+SHIFTED_SPLITS = ("test_decorrelated", "test_shifted")  # multilabel: test's scenes with other cue rates
+_TASK_IDS = {"multilabel": 0, "birds": 1, "birds-place": 1, "pretrain": 2}  # birds-place: the same images as birds
+DEFAULT_SPURIOUS = SYNTHETIC_SPURIOUS
 
 SHAPES: tuple[str, ...] = ("disc", "square", "triangle", "cross", "ring", "diamond",
                            "star", "bar", "tee", "crescent", "frame", "hourglass")
@@ -170,11 +180,11 @@ def presence_rate(num_classes: int) -> float:
 def cue_rates(split: str, num_classes: int, spurious: float, base_rate: float = CUE_BASE_RATE) -> tuple[float, float]:
     """(P(cue k | k present), P(cue k | k absent)) in `split`; see the module docstring."""
     p, b = spurious, base_rate
-    if split in ("train", "val"):
+    if split in ("train", "val", "test"):
         return p, (1.0 - p) * b
     q = presence_rate(num_classes)
     m = q * p + (1.0 - q) * (1.0 - p) * b
-    if split == "test":
+    if split == "test_decorrelated":
         return m, m
     if split == "test_shifted":
         return 0.0, min(1.0, m / (1.0 - q))
@@ -372,8 +382,8 @@ def _random_object(rng: np.random.Generator, num_classes: int, size: int,
 
 def _multilabel_scene(item: Item, size: int) -> Scene:
     p = item.params
-    # test_shifted re-uses test's scenes (same stream), only the cue decisions differ.
-    rng = _rng(item, "test" if item.split == "test_shifted" else None)
+    # The shifted splits re-use test's scenes (same stream), only the cue decisions differ.
+    rng = _rng(item, "test" if item.split in SHIFTED_SPLITS else None)
     lay = layout(size)
     inner = size - 2 * lay.band
     img = _texture_background(rng, size)
@@ -416,7 +426,8 @@ def _multilabel_scene(item: Item, size: int) -> Scene:
     # Cue decisions: one uniform per class, drawn after the scene, so test and test_shifted share them
     # and a change of `spurious` changes only the cues, never the scene.
     u = rng.random(p.num_classes)
-    present_rate, absent_rate = cue_rates(item.split, p.num_classes, p.spurious, p.base_rate)
+    present_rate, absent_rate = ((0.0, 0.0) if p.task == "pretrain"
+                                 else cue_rates(item.split, p.num_classes, p.spurious, p.base_rate))
     cues = u < np.where(labels.astype(bool), present_rate, absent_rate)
     for k in np.flatnonzero(cues):
         x0, y0, x1, y1 = lay.slot(int(k))
@@ -547,22 +558,29 @@ def plan(*, task: str = "multilabel", num_classes: int = 6, spurious: float | No
 
     if not 2 <= num_classes <= MAX_CLASSES:
         raise UsageError(f"--classes must lie in 2..{MAX_CLASSES}, got {num_classes}")
-    params = Params("multilabel", seed, num_classes, spurious)
-    counts["test_shifted"] = n_test
+    params = Params(task, seed, num_classes, spurious)
+    if task == "multilabel":
+        counts.update({s: n_test for s in SHIFTED_SPLITS})
     splits = {s: [Record(f"multilabel-{s}-{i:06d}", Item(params, s, i)) for i in range(n)]
               for s, n in counts.items()}
     cues = [{"class": SHAPES[k], "colour": CUE_COLOUR_NAMES[k], "rgb": list(CUE_COLOURS[k]),
              "position": CUE_SLOT_NAMES[k],
              "description": f"{CUE_COLOUR_NAMES[k]}/black checkerboard patch at the {CUE_SLOT_NAMES[k]}"}
             for k in range(num_classes)]
-    rates = {s: dict(zip(("p_cue_given_present", "p_cue_given_absent"), cue_rates(s, num_classes, spurious)))
-             for s in splits}
+    rates = {s: dict(zip(("p_cue_given_present", "p_cue_given_absent"),
+                         (0.0, 0.0) if task == "pretrain" else cue_rates(s, num_classes, spurious))) for s in splits}
     prov = {**common, "num_classes": num_classes, "cue_base_rate": CUE_BASE_RATE,
             "presence_rate": presence_rate(num_classes), "cues": cues, "cue_rates": rates,
             "objects_per_image": [1, MAX_OBJECTS], "object_size_frac": list(OBJECT_SIZE),
             "max_rotation_deg": MAX_ROTATION, "aspect": list(ASPECT), "min_visible_frac": MIN_VISIBLE,
             "occlusion": "later objects hide earlier ones; boxes are tight on each object's visible pixels",
             "segmentation": "0 background, class id + 1 on the top-most object's pixels",
-            "test_shifted": "same scenes as test, cues re-drawn with the inverted correlation"}
+            "test": "drawn like train and val (the cue correlation of training)"}
+    if task == "multilabel":
+        prov.update(test_decorrelated="same scenes as test, cues independent of the classes (same marginal)",
+                    test_shifted="same scenes as test, cues re-drawn with the inverted correlation")
+    else:
+        prov.update(cues=[], pretrain="the multilabel shapes without any cue, scenes of their own; for a backbone "
+                                      "trained once and loaded with --weights")
     return SourcePlan(source="synthetic", task="multilabel", classes=list(SHAPES[:num_classes]), splits=splits,
                       load=load, provenance=prov, segmentation_splits=set(splits))

@@ -28,8 +28,9 @@ from mgkit.data.format import Sample
 from mgkit.data.prepare import Record, SourcePlan, read_rgb, resize_rgb, scale_boxes
 from mgkit.data.sources.classes import multi_hot
 from mgkit.errors import MgkitError, UsageError
+from mgkit.registry import WATERBIRDS_TASKS
 
-TASKS = ("bird", "place")
+TASKS = WATERBIRDS_TASKS
 CLASSES = {"bird": ["landbird", "waterbird"], "place": ["land", "water"]}
 MASK_MODES = {"bird": "inside", "place": "outside"}
 GROUP_NAMES = ["landbird_on_land", "landbird_on_water", "waterbird_on_land", "waterbird_on_water"]

@@ -58,7 +58,7 @@ import numpy as np
 from PIL import Image
 
 from mgkit.artifacts import atomic_path, file_sha256
-from mgkit.data.format import Sample
+from mgkit.data.format import Sample, open_dataset
 from mgkit.data.prepare import BadSample, Record, SourcePlan, read_rgb, resize_rgb, scale_boxes
 from mgkit.data.sources.classes import multi_hot
 from mgkit.data.sources.waterbirds import CLASSES, GROUP_NAMES, MASK_MODES, SPLITS, TASKS
@@ -323,6 +323,13 @@ def write_metadata(export: Path, rows: Sequence[tuple], written: set[str]) -> in
     with atomic_path(Path(export) / "metadata.csv") as tmp:
         tmp.write_text(metadata_text(kept))
     return len(kept)
+
+
+def export_metadata(data_file: Path, export: Path, rows: Sequence[tuple]) -> int:
+    """Write export/metadata.csv for the images the prepared `data_file` holds (see `write_metadata`)."""
+    with open_dataset(data_file) as f:
+        written = {i for s in f.splits for i in f.split(s)["ids"].asstr()[:]}
+    return write_metadata(export, rows, written)
 
 
 # ------------------------------------------------------------------------------------------------- pixels
