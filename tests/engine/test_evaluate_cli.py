@@ -234,7 +234,7 @@ def test_evaluate_with_a_captum_method(runs, tiny_data, tmp_path):
 
 @pytest.mark.parametrize("command", ["evaluate", "shift"])
 def test_a_baseline_that_does_not_fit_is_refused_before_the_first_pass(runs, tiny_data, monkeypatch, command):
-    from mgkit.engine.assess import Evaluator as E
+    from mgkit.engine.evaluate_stage import Evaluator as E
 
     def no_pass(*a, **k):
         raise AssertionError("a pass ran before the baseline was checked")
@@ -257,9 +257,9 @@ def test_out_jsonl_is_one_line_that_tables_reads(runs, tiny_data, tmp_path):
 def test_pareto_checkpoints_are_all_checked_before_the_first_pass(runs, tiny_data, tmp_path, monkeypatch):
     import shutil
 
-    from mgkit.engine.assess import Evaluator as E
+    from mgkit.engine.evaluate_stage import Evaluator as E
 
-    from mgkit.engine.assess import select_on_validation
+    from mgkit.engine.evaluate_stage import select_on_validation
 
     copies = [tmp_path / "g1", tmp_path / "g2"]
     for run in copies:
