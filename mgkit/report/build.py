@@ -10,8 +10,7 @@ from typing import Any, Iterable
 from mgkit.artifacts import check_output, write_text_atomic
 from mgkit.errors import UsageError
 from mgkit.progress import log
-from mgkit.report.analysis import Analysis
-from mgkit.report.analysis import metric_name
+from mgkit.report.analysis import Analysis, metric_name
 from mgkit.report.claims import PAPER_EFFECTS, Claim, Judge, all_claims, resolution, timings_from
 from mgkit.report.paper_numbers import paper_tables
 from mgkit.report.records import load, to_points
