@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 MGKIT := $(BIN)/mgkit
 STAMP := $(VENV)/.installed
 
-.PHONY: help install test test-long bench paper-tables demo
+.PHONY: help install test test-long bench paper-tables demo plan plan-log
 .DEFAULT_GOAL := help
 
 help:
@@ -15,7 +15,9 @@ help:
 	@echo "make test           set up, then run the test suite"
 	@echo "make test-long      set up, then the studies of minutes (worst-group accuracy under guidance)"
 	@echo "make bench          speed and memory figures"
+	@echo "make plan           per experiment: jobs done / running / failed / pending, GPU-hours and disk"
 	@echo "variables: DATASET=synthetic|voc|coco SCALE=demo|paper|tiny DEVICE=auto|cpu|cuda NPROC=N PRUNE=1|0"
+	@echo "           LAUNCHER=local|slurm GPUS=0,1,.. JOBS_PER_GPU=k NODES=n SLURM_ARGS='...' WORKERS=N"
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -38,14 +40,25 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_loader.py
 	$(BIN)/python benchmarks/bench_train.py
 
-# The pipeline goals run independent jobs side by side, one per core, each single-threaded (the runs
-# are small: two one-thread processes beat one two-thread process); PARALLEL=1 runs one job at a time.
-PARALLEL ?= $(shell nproc 2>/dev/null || echo 1)
+# The pipeline goals run independent jobs side by side: one per GPU slot on a GPU machine (GPUS,
+# JOBS_PER_GPU, NPROC), one per core on a CPU machine (each single-threaded: the runs are small, two
+# one-thread processes beat one two-thread process), up to SLURM_QUEUE jobs in SLURM's queue with
+# LAUNCHER=slurm (single-threaded too, as torchrun's processes: the same numbers as LAUNCHER=local). `make -jN paper-tables` sets N itself; PARALLEL=1 runs one job at a time.
+SLURM_QUEUE ?= 32
+PARALLEL ?= $(if $(filter slurm,$(LAUNCHER)),$(SLURM_QUEUE),$(shell MGKIT_DEVICE=$(DEVICE) MGKIT_GPUS=$(GPUS) MGKIT_JOBS_PER_GPU=$(or $(JOBS_PER_GPU),1) $(PY) -c 'import sys; sys.path.insert(0, "."); from mgkit.pipeline.launch import default_parallel; print(default_parallel($(or $(NPROC),1)))' 2>/dev/null || nproc 2>/dev/null || echo 1))
 paper-tables demo: | $(STAMP)
-	@$(MAKE) --no-print-directory -j$(PARALLEL) $(if $(filter-out 1,$(PARALLEL)),OMP_NUM_THREADS=1) _$@
+	@$(MAKE) --no-print-directory $(if $(filter -j%,$(MAKEFLAGS)),,-j$(PARALLEL)) $(if $(filter-out 1,$(PARALLEL)),OMP_NUM_THREADS=1) _$@
+
+# Per experiment: jobs done, running, failed, pending; GPU-hours and disk for the scale and data set.
+plan: | $(STAMP)
+	@$(BIN)/python -m mgkit.pipeline.status --jobs $(JOBS_MK) --scale $(SCALE_YAML) --dataset $(DATASET) \
+	  --runs $(RUNS) --results $(RESULTS) --data-dir $(DATA_DIR)
+# The last lines of one job's log: make plan-log JOB=main/vanilla-ixg/input/energy/lam0.01
+plan-log: | $(STAMP)
+	@$(BIN)/python -m mgkit.pipeline.status --scale $(SCALE_YAML) --dataset $(DATASET) \
+	  --runs $(RUNS) --results $(RESULTS) --data-dir $(DATA_DIR) --log $(JOB)
 
 include pipelines/common.mk
-ifneq ($(S_configs),)
-include pipelines/main.mk pipelines/annotations.mk pipelines/dilation.mk pipelines/depth.mk
-include pipelines/shift.mk pipelines/segmentation.mk pipelines/targets.mk
+ifneq ($(EXPERIMENTS),)
+include pipelines/targets.mk
 endif

@@ -1,21 +1,9 @@
 # The two goals: `make paper-tables` (every experiment) and `make demo` (one model, Energy vs L1,
-# input and final, the birds shift), each ending with tables, plots and the claims report.
+# input and final, the birds shift), each ending with tables, plots and the claims report. Their jobs
+# and result lists come from the generated Makefile of jobs (pipelines/common.mk).
 
-ALL_RESULTS := $(MAIN_RESULTS) $(ANNOTATION_RESULTS) $(DILATION_RESULTS) $(DEPTH_RESULTS) $(SHIFT_RESULTS) $(SEGMENTATION_RESULTS)
 PAPER_REPORT := $(RESULTS)/paper-tables.md
-$(eval $(call TABLES_RULE,$(PAPER_REPORT),$(ALL_RESULTS),$(RESULTS)/tables,$(FIGURES)))
-
-DEMO_CONFIG := vanilla-ixg
-DEMO_SHIFT_TASK := birds
-DEMO_SHIFT_SEED := $(firstword $(S_shift_seeds))
-ifneq ($(DEMO_CONFIG),$(S_shift_config))
-$(eval $(call SHIFT_SET,$(DEMO_CONFIG),$(DEMO_SHIFT_TASK),$(DEMO_SHIFT_SEED)))
-endif
-DEMO_RESULTS := $(call main_results,$(DEMO_CONFIG),input final,energy l1) \
-  $(call shift_results,$(DEMO_CONFIG),$(DEMO_SHIFT_TASK),$(DEMO_SHIFT_SEED))
-DEMO_FIGURES := $(call figure,$(DEMO_CONFIG),input) $(call figure,$(DEMO_CONFIG),final)
 DEMO_REPORT := $(RESULTS)/demo.md
-$(eval $(call TABLES_RULE,$(DEMO_REPORT),$(DEMO_RESULTS),$(RESULTS)/demo-tables,$(DEMO_FIGURES)))
 
 # $(call done_msg,GOAL,REPORT,TABLES_DIR,FIGURES)
 define done_msg
@@ -39,18 +27,16 @@ define prune
 	  rmdir "$$d/checkpoints" 2>/dev/null || true; done; \
 	  [ $$n = 0 ] || echo "[$(1)] PRUNE=1: deleted the checkpoints of $$n $(4)$(if $(3), but $(3)) (PRUNE=0 keeps all)")
 endef
-DEMO_GUIDED := $(foreach y,input final,$(foreach l,energy l1,$(call main_dirs,$(DEMO_CONFIG),$(y),$(l))))
-DEMO_SHIFT_GUIDED := $(foreach l,$(S_shift_losses),$(call shift_dir,$(DEMO_CONFIG),$(DEMO_SHIFT_TASK),$(l),$(DEMO_SHIFT_SEED)))
 
-# `make paper-tables` / `make demo` (Makefile) run these with one job per core.
+# `make paper-tables` / `make demo` (Makefile) run these with one job per slot.
 _paper-tables: $(PAPER_REPORT)
 	$(call prune,paper-tables,$(GUIDED),,guided runs)
 	$(call prune,paper-tables,$(BASELINES),best_f1.pt,baselines)
-	$(call done_msg,paper-tables,$(PAPER_REPORT),$(RESULTS)/tables,$(FIGURES))
+	$(call done_msg,paper-tables,$(PAPER_REPORT),$(RESULTS)/tables,$(figures_RESULTS))
 _demo: $(DEMO_REPORT)
 	$(call prune,demo,$(DEMO_GUIDED),best_f1.pt,guided runs)
 	$(call prune,demo,$(DEMO_SHIFT_GUIDED),,guided runs)
 	$(call prune,demo,$(BASELINES),best_f1.pt,baselines)
-	$(call done_msg,demo,$(DEMO_REPORT),$(RESULTS)/demo-tables,$(DEMO_FIGURES))
+	$(call done_msg,demo,$(DEMO_REPORT),$(RESULTS)/demo-tables,$(demo-figures_RESULTS))
 
 .PHONY: _paper-tables _demo

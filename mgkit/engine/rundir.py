@@ -44,6 +44,8 @@ class Run:
                 shutil.rmtree(p)
             elif p.exists():
                 p.unlink()
+        for p in self.dir.glob("events.out.tfevents.*"):  # TensorBoard's (engine/tensorboard.py)
+            p.unlink()
 
     def metric_lines(self) -> list[dict[str, Any]]:
         if not self.metrics.exists():

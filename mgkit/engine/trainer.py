@@ -23,6 +23,7 @@ from mgkit.config import RunConfig, config_from_dict, resolve, save_yaml
 from mgkit.data.facts import DataFacts, read_facts
 from mgkit.data.loader import H5Split, default_workers, make_loader
 from mgkit.engine import distributed as D
+from mgkit.engine import tensorboard
 from mgkit.engine.checkpoint import (check_compatible, load_checkpoint, non_finite_tensors,
                                      save_checkpoint, set_rng_state)
 from mgkit.engine.split_metrics import evaluate, headline, result_sections
@@ -282,6 +283,7 @@ def end_of_epoch(t: Trainer, epoch: int, stats: dict[str, Any], val_loader: Data
         if cfg.stage == "guide":
             offer_pareto(t, epoch, metrics)
     run.append_metrics(line, keep_before=epoch)
+    tensorboard.log_epoch(run.dir, epoch, line)
     # last.pt is written last: a run killed before this point redoes the whole epoch.
     save_checkpoint(run.last, **t.checkpoint_args(epoch, metrics), optimizer=t.optimizer,
                     extra={"best_f1": t.best_f1, "best_epoch": t.best_epoch, "best_metrics": t.best_metrics})

@@ -15,6 +15,7 @@ from collections import defaultdict
 from typing import Any, Callable, Iterable
 
 from mgkit.errors import FormatError
+from mgkit.pipeline.experiments import BY_NAME, EXPERIMENTS
 from mgkit.registry import FAMILIES, LAYERS, LOSSES
 from mgkit.report.pareto2d import front_2d
 from mgkit.report.records import Point
@@ -147,16 +148,15 @@ class Analysis:
     def guided(self, experiment: str) -> list[Point]:
         """Guided points of an experiment, plus the main-comparison points that are its reference condition
         (100 % boxes, undilated boxes, input-layer guidance) for the (configuration, loss) pairs it has."""
+        e = BY_NAME[experiment]
         pts = [p for p in self.points if p.experiment == experiment and not p.is_baseline]
-        if experiment == "segmentation":
+        if e.main_metric:
             pts += [p for p in self.points if p.experiment == "main" and not p.is_baseline
-                    and p.m("on_object") is not None]
-        if experiment in ("annotations", "dilation", "depth"):
+                    and p.m(e.main_metric) is not None]
+        if e.main_reference:
             have = {(config_key(p), p.loss) for p in pts}
-            ref = {"annotations": lambda p: p.bbox_frac == 1.0, "dilation": lambda p: p.dilate == 0.0,
-                   "depth": lambda p: p.glayer == p.elayer}[experiment]
             pts += [p for p in self.points if p.experiment == "main" and not p.is_baseline
-                    and (config_key(p), p.loss) in have and ref(p)]
+                    and (config_key(p), p.loss) in have and e.main_reference(p)]
         return pts
 
     def check_one_dataset(self, pts: list[Point], experiment: str, strict_hash: bool) -> None:
@@ -174,17 +174,15 @@ class Analysis:
                                   f"{p.source} and {first.source} ({what})")
 
 
-CONDITIONS: dict[str, Callable[[Point], Any]] = {
-    "main": lambda p: None,
-    "segmentation": lambda p: None,
-    "annotations": lambda p: p.bbox_frac,
-    "dilation": lambda p: p.dilate,
-    "depth": lambda p: p.glayer,
-}
+def _condition(field: str | None) -> Callable[[Point], Any]:
+    return (lambda p: getattr(p, field)) if field else (lambda p: None)
+
+
+CONDITIONS: dict[str, Callable[[Point], Any]] = {e.name: _condition(e.condition_field) for e in EXPERIMENTS}
 
 
 def condition_sort(experiment: str, c: Any) -> tuple:
-    if experiment == "depth":
+    if BY_NAME[experiment].condition_field == "glayer":
         return _order(LAYER_ORDER, c)
     return (0, "") if c is None else (float(c), "")
 
@@ -198,5 +196,5 @@ def group_rows(an: Analysis, experiment: str) -> dict[str, dict[ConfigKey, dict[
     for dataset, configs in out.items():
         pts = [p for c in configs.values() for ps in c.values() for p in ps]
         pts += [b for p in pts for b in an._baselines.get(an._bkey(p), [])]
-        an.check_one_dataset(pts, experiment, strict_hash=experiment not in ("annotations", "dilation"))
+        an.check_one_dataset(pts, experiment, strict_hash=BY_NAME[experiment].strict_hash)
     return out

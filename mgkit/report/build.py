@@ -9,6 +9,7 @@ from typing import Any, Iterable
 
 from mgkit.artifacts import check_output, write_text_atomic
 from mgkit.errors import UsageError
+from mgkit.pipeline.experiments import BY_NAME, EXPERIMENTS
 from mgkit.progress import log
 from mgkit.report.analysis import Analysis, metric_name
 from mgkit.report.claims import PAPER_EFFECTS, Claim, Judge, all_claims, resolution, timings_from
@@ -16,12 +17,14 @@ from mgkit.report.paper_numbers import paper_tables
 from mgkit.report.records import load, to_points
 from mgkit.report.tables import Table, all_tables, pct_keys_for, to_csv, to_latex, to_markdown
 
-EXPERIMENT_TITLES = {
-    "main": "1. Main comparison (§7.1)", "annotations": "2. Limited annotations (§7.2)",
-    "dilation": "3. Dilated boxes (§7.3)", "depth": "4. Guidance depth (§7.5)",
-    "shift": "5. Distribution shift (§7.6, Table 1)", "segmentation": "6. On-object energy (§7.4)",
-    "paper": "7. The paper's stated numbers beside ours (§7.1-7.6)",
-}
+# The experiments' sections (titles from their records), then the paper's numbers beside ours.
+EXPERIMENT_TITLES = {**{e.name: e.title for e in EXPERIMENTS},
+                     "paper": "7. The paper's stated numbers beside ours (§7.1-7.6)"}
+
+
+def _plot_prefix(experiment: str) -> str:
+    e = BY_NAME.get(experiment)
+    return (e.plot_prefix or e.name) if e else experiment
 
 
 def _rel(path: Path, start: Path) -> str:
@@ -30,7 +33,7 @@ def _rel(path: Path, start: Path) -> str:
 
 def _claim_plots(c: Claim, plots: list[Path]) -> list[Path]:
     """The PNGs that show claim `c`'s deciding numbers (its experiment, its metric where plotted by metric)."""
-    prefix = "pareto-" if c.experiment == "main" else f"{c.experiment}-"
+    prefix = f"{_plot_prefix(c.experiment)}-"
     mine = [p for p in plots if p.suffix == ".png" and p.name.startswith(prefix)]
     if c.metric is not None:
         mine = [p for p in mine if p.name.startswith(f"{prefix}{c.metric}-")] or mine
@@ -105,7 +108,7 @@ def report_markdown(tables: dict[str, list[Table]], plots: list[Path], claims: l
             continue
         for t in ts:
             lines.append(f"- {t.title}: " + ", ".join(f"[{ext}]({{dir}}/{t.name}.{ext})" for ext in ("md", "tex", "csv")))
-        prefix = "pareto-" if exp == "main" else f"{exp}-"
+        prefix = f"{_plot_prefix(exp)}-"
         mine = [p for p in plots if p.name.startswith(prefix)]
         lines += [f"- plot: [{p.name}]({_rel(p, here)}) ([pdf]({_rel(p.with_suffix('.pdf'), here)}))"
                   for p in mine if p.suffix == ".png"]

@@ -15,6 +15,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from mgkit.artifacts import save_figure  # noqa: E402
+from mgkit.pipeline.experiments import BY_NAME, EXPERIMENTS  # noqa: E402
 from mgkit.report.tables import interval_of  # noqa: E402
 from mgkit.report.analysis import (LAYER_ORDER, Analysis, condition_sort,  # noqa: E402
                                    config_sort, front, group_rows, loss_sort, metric_name)
@@ -35,7 +36,7 @@ def _style(loss: str | None) -> dict[str, Any]:
 
 def series_keys(groups: dict[tuple, list], experiment: str) -> set[tuple]:
     """(loss, condition) per plotted curve; the main comparison merges everything per loss."""
-    if experiment in ("main", "segmentation"):
+    if BY_NAME[experiment].merged:
         return {(l, None) for l, _ in groups}
     return set(groups)
 
@@ -44,15 +45,15 @@ def series_styles(configs: dict, experiment: str) -> dict[tuple, dict[str, Any]]
     """Colour and marker per curve: the paper's per-loss style, or for a condition sweep (boxes, dilation,
     depth) the loss's marker with one colour per condition."""
     keys = {k for groups in configs.values() for k in series_keys(groups, experiment)}
-    if experiment in ("main", "segmentation"):
+    if BY_NAME[experiment].merged:
         return {k: _style(k[0]) for k in keys}
     conds = sorted({k[1] for k in keys}, key=lambda c: condition_sort(experiment, c))
     cmap = matplotlib.colormaps["viridis"]
-    unit = {"annotations": " % boxes", "dilation": " % dilation"}.get(experiment, "")
+    e = BY_NAME[experiment]
     out = {}
     for k in keys:
         i = conds.index(k[1])
-        text = f"{100 * k[1]:g}{unit}" if experiment in ("annotations", "dilation") else f"guided at {k[1]}"
+        text = f"{100 * k[1]:g}{e.unit}" if e.percent else f"guided at {k[1]}"
         out[k] = dict(color=cmap(0.85 * i / max(len(conds) - 1, 1)), marker=_style(k[0])["marker"],
                       label=f"{_style(k[0])['label']}, {text}")
     return out
@@ -204,8 +205,7 @@ def save_plot(fig: Figure, stem: Path) -> list[Path]:
         plt.close(fig)
 
 
-PLOTTED = {"main": ("epg", "iou"), "annotations": ("epg", "iou"), "dilation": ("epg", "iou"),
-           "depth": ("epg", "iou"), "segmentation": ("on_object",)}
+PLOTTED = {e.name: e.plotted for e in EXPERIMENTS if e.plotted}
 
 
 def all_plots(an: Analysis, out_dir: Path) -> list[Path]:
@@ -216,6 +216,6 @@ def all_plots(an: Analysis, out_dir: Path) -> list[Path]:
             for metric in metrics:
                 fig = pareto_figure(an, experiment, dataset, metric)
                 if fig is not None:
-                    prefix = "pareto" if experiment == "main" else f"{experiment}"
+                    prefix = BY_NAME[experiment].plot_prefix or experiment
                     written += save_plot(fig, out_dir / f"{prefix}-{metric}-{dataset}")
     return written

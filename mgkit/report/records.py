@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from mgkit.errors import FormatError, UsageError
+from mgkit.pipeline.experiments import EXPERIMENTS as RECORDS
 from mgkit.results import records_in
 
-EXPERIMENTS = ("main", "annotations", "dilation", "depth", "shift", "segmentation")
+EXPERIMENTS = tuple(e.name for e in RECORDS)
 # Kinds that hold measurements of one checkpoint. Epoch records (metrics.jsonl) are validation-time and only
 # match `--split val`; run records (summary.json) repeat the best epoch and are not read.
 USED_KINDS = ("evaluation", "pareto", "shift", "epoch")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mgkit.bootstrap import combine_seeds
+from mgkit.pipeline.experiments import BY_NAME, EXPERIMENTS
 from mgkit.report.analysis import (DROPS, Analysis, best_point, condition_sort, config_sort, group_rows, loss_sort,
                                    mean_or_none, metric_name, setting_of, std_or_none)
 
@@ -164,21 +165,20 @@ def to_csv(t: Table, pct_keys: set[str]) -> str:
     return buf.getvalue()
 
 
-_LABELS = {"main": "Main comparison", "annotations": "Limited annotations", "dilation": "Dilated boxes",
-           "depth": "Guidance depth", "segmentation": "On-object energy (segmentation masks)",
-           "shift": "Distribution shift"}
-_COND = {"annotations": "boxes (%)", "dilation": "dilation (%)", "depth": "guided at"}
+_LABELS = {e.name: e.label for e in EXPERIMENTS}
+_COND = {e.name: e.condition for e in EXPERIMENTS if e.condition}
 
 
 def _cond_text(experiment: str, c: Any) -> Any:
-    if experiment in ("annotations", "dilation"):
+    if BY_NAME[experiment].percent:
         return f"{100 * c:g}"
     return c
 
 
 def comparison_tables(an: Analysis, experiment: str) -> list[Table]:
     """One table per data set: baseline and best metric at <= 1 / 5 points F1 below it, per loss."""
-    metrics = ("on_object", "epg") if experiment == "segmentation" else ("epg", "iou")
+    e = BY_NAME[experiment]
+    metrics = e.metrics
     tables = []
     for dataset, configs in sorted(group_rows(an, experiment).items()):
         rows: list[dict[str, Any]] = []
@@ -204,13 +204,13 @@ def comparison_tables(an: Analysis, experiment: str) -> list[Table]:
                         key, k = an.metric_key(m), f"{m}_at_{int(d * 100)}"
                         best = best_over_seeds(pts, key, bf1, d)
                         row[k], row[f"f1_{k}"], row[f"{k}_lo"], row[f"{k}_hi"], row[f"{k}_std"] = best
-                if experiment == "depth":
+                if e.timed:
                     spe = mean_or_none(p.seconds_per_epoch for p in pts)
                     row["seconds_per_epoch"] = spe
                     if cond == ck[4]:
                         ref_speed[loss] = spe
                 rows.append(row)
-            if experiment == "depth":
+            if e.timed:
                 for r in rows:
                     ref = ref_speed.get(r["loss"])
                     r["speedup"] = ref / r["seconds_per_epoch"] if ref and r.get("seconds_per_epoch") else None
@@ -226,13 +226,13 @@ def comparison_tables(an: Analysis, experiment: str) -> list[Table]:
                 k = f"{m}_at_{int(d * 100)}"
                 cols.append(Column(f"best {_m(an, m)} (F1) @ ≤{int(d * 100)}pt",
                                    (k, f"f1_{k}", f"{k}_lo", f"{k}_hi", f"{k}_std"), "pair"))
-        if experiment == "depth":
+        if e.timed:
             cols += [Column("s/epoch", ("seconds_per_epoch",), "num"), Column("speed-up", ("speedup",), "num")]
         csv_keys = ["dataset", "model", "family", "attribution", "layer", "loss", "condition", "n",
                     *[f"base_{m}{x}" for m in ("f1", *metrics) for x in ("", "_lo", "_hi", "_std")],
                     *[f"{m}_at_{int(d * 100)}{x}" for m in metrics for d in DROPS for x in ("", "_lo", "_hi", "_std")],
                     *[f"f1_{m}_at_{int(d * 100)}" for m in metrics for d in DROPS]]
-        if experiment == "depth":
+        if e.timed:
             csv_keys += ["seconds_per_epoch", "speedup"]
         notes = [f"Split: {an.split}. Percentages. Baseline: unguided model (stage train), same model, evaluation "
                  f"attribution and layer; n = number of records (baseline) or candidates (loss). "
@@ -319,9 +319,7 @@ def shift_tables(an: Analysis) -> list[Table]:
 
 def all_tables(an: Analysis) -> dict[str, list[Table]]:
     """experiment -> its tables (empty list: not measured)."""
-    out = {e: comparison_tables(an, e) for e in ("main", "annotations", "dilation", "depth", "segmentation")}
-    out["shift"] = shift_tables(an)
-    return out
+    return {e.name: shift_tables(an) if e.table == "shift" else comparison_tables(an, e.name) for e in EXPERIMENTS}
 
 
 def pct_keys_for(t: Table) -> set[str]:

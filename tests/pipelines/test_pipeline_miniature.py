@@ -37,7 +37,7 @@ def _make(tmp: Path, *args: str) -> subprocess.CompletedProcess:
     stamp = tmp / "installed"  # the venv running these tests stands in for .venv
     stamp.touch()
     variables = [f"BIN={Path(sys.executable).parent}", f"STAMP={stamp}", f"SCALE_YAML={tmp / 'micro.yaml'}",
-                 f"SCALE_MK={tmp / 'micro.mk'}", "SCALE=micro", f"DATA_DIR={tmp / 'data'}",
+                 f"JOBS_MK={tmp / 'micro.mk'}", "SCALE=micro", f"DATA_DIR={tmp / 'data'}",
                  f"RUNS={tmp / 'runs'}", f"RESULTS={tmp / 'results'}", "DEVICE=cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), *args, *variables], env=env,

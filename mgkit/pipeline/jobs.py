@@ -1,0 +1,153 @@
+"""Jobs: one output file, its inputs, its command. The experiments add jobs to a `Plan`; the planner
+writes each as one Make rule. Paths keep Make's directory variables ($(DATA_DIR), $(RUNS), $(RESULTS)),
+so one generated file serves any location; commands keep $(MGKIT) and $(RUN_FLAGS)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mgkit.pipeline.scale import Config, Scale, word
+
+# The kinds that go through the launcher (GPU work); the others run where make runs.
+LAUNCHED = ("train", "guide", "evaluate", "shift", "explain")
+
+
+@dataclass
+class Job:
+    kind: str                 # prepare | train | guide | evaluate | shift | explain | tables
+    target: str               # the file the rule makes
+    deps: list[str]
+    command: str              # after $(MGKIT): e.g. "train --data ..."
+    header: str               # the progress line (after "[GOAL +elapsed] ")
+    log: str                  # the log file the stage's stderr is appended to
+    label: str                # prefix of the streamed progress lines
+    name: str                 # the run's name (SLURM job name, launch record)
+    record: str               # where the launcher writes which machine / GPU ran it
+    after: list[str] = field(default_factory=list)   # recipe lines after the command
+    order_only: list[str] = field(default_factory=list)
+    number: int = 0           # training jobs: n of "job n of N"
+    experiments: set[str] = field(default_factory=set)
+
+    @property
+    def run_dir(self) -> str | None:
+        return self.target.rsplit("/", 1)[0] if self.kind in ("train", "guide") else None
+
+
+class Plan:
+    """The jobs of a scale and data set, in the order they were declared, each target once."""
+
+    def __init__(self, scale: Scale, dataset: str):
+        self.scale = scale
+        self.dataset = dataset
+        self.jobs: dict[str, Job] = {}
+        self.results: dict[str, list[str]] = {}   # experiment -> result/figure files, in order
+        self.runs = 0
+
+    # --------------------------------------------------------------------------- bookkeeping
+    def _add(self, job: Job, experiment: str | None) -> Job:
+        if job.target in self.jobs:
+            job = self.jobs[job.target]
+        else:
+            if job.kind in ("train", "guide"):
+                self.runs += 1
+                job.number = self.runs
+            self.jobs[job.target] = job
+        if experiment:
+            job.experiments.add(experiment)
+        return job
+
+    def result(self, experiment: str, job: Job) -> str:
+        job.experiments.add(experiment)
+        self.results.setdefault(experiment, [])
+        if job.target not in self.results[experiment]:
+            self.results[experiment].append(job.target)
+        return job.target
+
+    # ---------------------------------------------------------------------------------- data
+    def data(self, task: str, frac: str, experiment: str | None = None) -> str:
+        """$(DATA_DIR)/TASK-fFRAC.h5 (task multilabel | birds | birds-place)."""
+        s = self.scale
+        out = f"$(DATA_DIR)/{task}-f{frac}.h5"
+        d = s["data"]
+        if self.dataset == "synthetic":
+            cmd = (f"prepare synthetic --task {task} --size {d['size']} --train {d['train']} --val {d['val']} "
+                   f"--test {d['test']}")
+        elif task.startswith("birds"):
+            cmd = (f"prepare waterbirds --root $(WB_ROOT) --cub-root $(CUB_ROOT) "
+                   f"--task {'place' if task == 'birds-place' else 'bird'} --size {d['size']}")
+        else:
+            root = {"voc": "$(VOC_ROOT)", "coco": "$(COCO_ROOT)"}.get(self.dataset, "$(DATA_ROOT)")
+            cmd = f"prepare {self.dataset} --root {root} --size {d['size']}"
+        cmd += f" --bbox-frac {frac} --seed {d['seed']} --out {out} --force"
+        self._add(Job("prepare", out, [], cmd, f"prepare {task} data, {frac} of training boxes -> {out}",
+                      f"{out}.log", f"{task} data", f"data/{task}-f{frac}", "", after=[f"rm -f {out}.log.out"],
+                      order_only=["$(STAMP)"]), experiment)
+        return out
+
+    # ---------------------------------------------------------------------------------- runs
+    def train(self, run: str, data: str, family: str, seed, epochs=None, experiment: str | None = None) -> str:
+        """A baseline run in $(RUNS)/RUN; returns its directory."""
+        fam = self.scale.families[family]
+        epochs = fam.base_epochs if epochs is None else epochs
+        d = f"$(RUNS)/{run}"
+        cmd = (f"train --data {data} --model {fam.model}{' --pretrained' if fam.pretrained else ''} --epochs {epochs} "
+               f"--lr {word(fam.lr)} --batch-size {fam.batch} --seed {seed} $(RUN_FLAGS) --out {d} --json")
+        self._add(Job("train", f"{d}/summary.json", [data], cmd,
+                      f"train {family} baseline ({fam.model}, {epochs} epochs) -> {d}", f"{d}/log.txt", "", run,
+                      f"{d}/launch.json", after=[f"mv {d}/log.txt.out {d}/summary.json"]), experiment)
+        return d
+
+    def guide(self, run: str, base: str, data: str, config: Config, loss: str, layer: str, lam: str, seed,
+              extra: str = "", experiment: str | None = None) -> str:
+        """A guided run in $(RUNS)/RUN from BASE's best_f1.pt; returns its directory."""
+        fam = self.scale.family(config)
+        d = f"$(RUNS)/{run}"
+        cmd = (f"guide --from {base}/checkpoints/best_f1.pt --data {data} --loss {loss} "
+               f"--attribution {config.attribution} --layer {layer} --lambda {lam} --epochs {fam.guide_epochs} "
+               f"--lr {word(fam.lr)} --batch-size {fam.batch} --seed {seed} {extra} $(RUN_FLAGS) --out {d} --json")
+        self._add(Job("guide", f"{d}/summary.json", [f"{base}/summary.json", data], " ".join(cmd.split()),
+                      f"guide {config.name} {loss}/{layer} λ={lam} {extra} -> {d}", f"{d}/log.txt", "", run,
+                      f"{d}/launch.json",
+                      after=[f"mv {d}/log.txt.out {d}/summary.json",
+                             f"$(if $(filter 1,$(PRUNE)),@rm -f {d}/checkpoints/last.pt)"]), experiment)
+        return d
+
+    # ----------------------------------------------------------------------------- results
+    def _result_job(self, kind: str, out: str, deps: list[str], cmd: str, header: str, group: str) -> str:
+        stem = out.rsplit(".", 1)[0]
+        name = stem.replace("$(RESULTS)/", "results/")
+        job = self._add(Job(kind, out, deps, cmd, header, f"{stem}.log", stem.rsplit("/", 1)[1], name,
+                            f"{stem}.launch.json", after=[f"rm -f {stem}.log.out"]), group)
+        return self.result(group, job)
+
+    def evaluate(self, out: str, args: str, deps: list[str], experiment: str, group: str | None = None) -> str:
+        """`mgkit evaluate ARGS` on the test split (thresholds from val) into OUT, listed among GROUP's
+        results (default: the experiment's)."""
+        cmd = f"evaluate {args} --split test --threshold-split val --experiment {experiment} --out {out}"
+        return self._result_job("evaluate", out, deps, cmd, f"evaluate -> {out}", group or experiment)
+
+    def shift(self, out: str, run: str, data: str, baseline: str | None, group: str = "shift") -> str:
+        cmd = (f"shift {run}/checkpoints/best_f1.pt --data {data}"
+               + (f" --baseline {baseline}/checkpoints/best_f1.pt" if baseline else "")
+               + f" --experiment shift --out {out}")
+        return self._result_job("shift", out, [f"{run}/summary.json"], cmd, f"shift -> {out}", group)
+
+    def explain(self, out: str, run: str, compare: str, data: str, experiment: str) -> str:
+        cmd = (f"explain {run}/checkpoints/best_f1.pt --data {data} --split test --n {self.scale['explain']['n']} "
+               f"--compare {compare}/checkpoints/best_f1.pt --out {out}")
+        job = self._add(Job("explain", out, [f"{run}/summary.json", f"{compare}/summary.json"], cmd,
+                            f"explain -> {out}", out[:-4] + ".log", "explain",
+                            out[:-4].replace("$(RESULTS)/", "results/"), out[:-4] + ".launch.json",
+                            after=[f"rm -f {out[:-4]}.log.out"]), experiment)
+        return self.result(experiment, job)
+
+    def tables(self, report: str, inputs_var: str, tables_dir: str, goal: str) -> Job:
+        """The tables, plots and claims report of a goal from the files in Make variable INPUTS_VAR."""
+        stem = report[:-3]
+        cmd = f"tables $({inputs_var}) --out {tables_dir} --report {report}"
+        return self._add(Job("tables", report, [f"$({inputs_var})"], cmd, f"tables -> {tables_dir}/, {report}",
+                             f"{stem}.log", "tables", goal, "", after=[f"rm -f {stem}.log.out"]), None)
+
+    # ------------------------------------------------------------------------------ helpers
+    def runs_of(self, kind: str) -> list[str]:
+        return [j.run_dir for j in self.jobs.values() if j.kind == kind]

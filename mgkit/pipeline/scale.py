@@ -1,0 +1,125 @@
+"""A pipelines/scales/SCALE.yaml file, read once: the grid every experiment is planned from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mgkit.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Config:
+    """A model/attribution configuration of the main comparison (e.g. family vanilla, attribution ixg).
+    The name is only a label: family and attribution are fields, never parsed back out of it."""
+
+    name: str
+    family: str
+    attribution: str
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    model: str
+    lr: float
+    batch: int
+    base_epochs: int
+    guide_epochs: int
+    pretrained: bool = False   # baselines start from ImageNet weights (mgkit train --pretrained)
+
+
+def word(x: Any) -> str:
+    """A YAML value as it appears on a command line and in a path (0.1 -> '0.1', 1e-05 -> '1e-05')."""
+    return repr(x) if isinstance(x, float) else str(x)
+
+
+class Scale:
+    """The scale file's values with the lookups the experiments need."""
+
+    def __init__(self, raw: dict, source: str = "<scale>"):
+        self.raw = raw
+        self.source = source
+        try:
+            self.families = {k: Family(k, v["model"], v["lr"], v["batch"], v["base_epochs"], v["guide_epochs"],
+                                       bool(v.get("pretrained", False)))
+                             for k, v in raw["family"].items()}
+            self.configs = [self.config(c) for c in raw["configs"]]
+        except KeyError as e:
+            raise UsageError(f"{source}: missing key {e.args[0]!r}") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Scale":
+        path = Path(path)
+        if not path.is_file():
+            raise UsageError(f"scale file {path} does not exist")
+        with open(path) as f:
+            raw = yaml.safe_load(f)
+        if not isinstance(raw, dict):
+            raise UsageError(f"{path}: not a mapping of scale keys")
+        return cls(raw, str(path))
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return self.raw[key]
+        except KeyError:
+            raise UsageError(f"{self.source}: missing key {key!r}") from None
+
+    def config(self, entry: str | dict) -> Config:
+        """A configuration from its YAML entry: a mapping {name, family, attribution}, or a name
+        `FAMILY-ATTRIBUTION` whose FAMILY is one of the `family:` keys (the longest that matches, so that
+        family names may contain '-')."""
+        if isinstance(entry, dict):
+            try:
+                return Config(str(entry.get("name") or f"{entry['family']}-{entry['attribution']}"),
+                              str(entry["family"]), str(entry["attribution"]))
+            except KeyError as e:
+                raise UsageError(f"{self.source}: configuration {entry} has no {e.args[0]!r}") from None
+        for fam in sorted(self.families, key=len, reverse=True):
+            if entry.startswith(fam + "-") and len(entry) > len(fam) + 1:
+                return Config(entry, fam, entry[len(fam) + 1:])
+        for c in getattr(self, "configs", []):
+            if c.name == entry:
+                return c
+        raise UsageError(f"{self.source}: configuration {entry!r} does not start with a family "
+                         f"({', '.join(self.families)}) followed by '-' and an attribution")
+
+    def family(self, config: Config) -> Family:
+        try:
+            return self.families[config.family]
+        except KeyError:
+            raise UsageError(f"{self.source}: configuration {config.name!r} names family {config.family!r}, "
+                             f"which is not under `family:`") from None
+
+    def grid(self, config: Config, loss: str, layer: str) -> list[str]:
+        """The lambda grid of (configuration, loss, layer): the configuration's own (lambda_by_config)
+        or the default one, as command-line words."""
+        own = (self.raw.get("lambda_by_config") or {}).get(config.name, {}).get(loss, {}).get(layer)
+        values = own if own else (self["lambda"].get(loss) or {}).get(layer)
+        if not values:
+            raise UsageError(f"{self.source}: no lambda grid for loss {loss!r} at layer {layer!r}")
+        return [word(v) for v in values]
+
+    def has_grid(self, config: Config, loss: str, layer: str) -> bool:
+        own = (self.raw.get("lambda_by_config") or {}).get(config.name, {}).get(loss, {}).get(layer)
+        return bool(own or (self["lambda"].get(loss) or {}).get(layer))
+
+    def lam_at(self, config: Config, loss: str, layer: str, index: int | None = None) -> str:
+        """The index-th lambda (1-based, default the ablation index) of a grid."""
+        index = int(self["ablation"]["lambda_index"]) if index is None else index
+        values = self.grid(config, loss, layer)
+        if not 1 <= index <= len(values):
+            raise UsageError(f"{self.source}: lambda_index {index} is outside the {len(values)}-value grid "
+                             f"of {config.name} {loss}/{layer}")
+        return values[index - 1]
+
+    @property
+    def ablation_config(self) -> Config:
+        return self.config(self["ablation"]["config"])
+
+    @property
+    def shift_config(self) -> Config:
+        return self.config(self["shift"]["config"])
