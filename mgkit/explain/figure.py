@@ -31,6 +31,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
+from mgkit import registry
 from mgkit.artifacts import save_figure
 from mgkit.errors import UsageError
 
@@ -153,9 +154,11 @@ def _epg(maps: torch.Tensor, boxes: torch.Tensor, cls: torch.Tensor, outside: bo
     return torch.where(has_box, values, torch.full_like(values, float("nan")))
 
 
-def _is_bcos(model: Any) -> bool:
+def _colour_by_default(model: Any) -> bool:
+    """Whether the model's family draws its explanations in colour (the registry says; B-cos does)."""
     family = getattr(model, "family", None)
-    return getattr(family, "name", family) == "bcos"  # a Family record (or a plain name)
+    facts = getattr(family, "facts", None) or registry.FAMILIES.get(family)  # a Family record or a name
+    return bool(facts and facts.colour_explanations)
 
 
 def _dynamic_weights(model: Any, x: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
@@ -214,7 +217,7 @@ def explanation_pairs(model: Any, images: np.ndarray, labels: np.ndarray, boxes:
     cls = torch.as_tensor(pairs.classes, device=device)
     maps = _maps(model, x, img, cls, method, layer, chunk, ig_steps).float()
     epg = _epg(maps, _pad_boxes(boxes).to(device)[img], cls, outside)
-    want_colour = _is_bcos(model) if colour is None else colour
+    want_colour = _colour_by_default(model) if colour is None else colour
     colours = bcos_colour_images(model, x[img], cls, chunk) if want_colour else None
     return pairs, ModelMaps(label or getattr(model, "name", "model"), maps.cpu().numpy(), epg.cpu().numpy(), colours)
 
