@@ -414,6 +414,8 @@ TABLES = {
     "plots": Opt("--plots", "bool", "Also draw the Pareto plots (PNG and PDF).", default=True, negatable=True),
     "timings": Opt("--timings", "path", "JSON lines of benchmarks/bench_train.py --one guided/<fam>/<layer> --json, "
                    "timed alone (claim 9's speed); repeatable.", multiple=True),
+    "lambdas": Opt("--lambdas", "path", "λ calibration file (RESULTS/lambda.yaml of `make paper-tables` at "
+                   "SCALE=paper): the report cites each grid value with its source."),
     **_TAIL,
 }
 

@@ -22,11 +22,15 @@ SLURM_ARGS ?=
 # it) as soon as the run is complete, and its remaining checkpoints once the goal's report is written
 # (targets.mk; baselines keep best_f1.pt). 0 keeps everything (e.g. to extend runs or re-evaluate them).
 PRUNE ?= 1
-# Roots of real data sets (DATASET=voc | coco; WB_ROOT and CUB_ROOT add the shift experiment).
+# Roots of real data sets (DATASET=voc | coco | waterbirds). The shift experiment (Waterbirds-100) reads
+# WB_ROOT (a Waterbirds folder) with CUB_ROOT (bird boxes), or builds it from CUB_ROOT and PLACES_ROOT
+# (`mgkit prepare waterbirds-build`); DATASET=waterbirds runs it alone.
 VOC_ROOT ?=
 COCO_ROOT ?=
 WB_ROOT ?=
 CUB_ROOT ?=
+PLACES_ROOT ?=
+WATERBIRDS = $(if $(WB_ROOT),waterbirds --root $(WB_ROOT) --cub-root $(CUB_ROOT),waterbirds-build --cub-root $(CUB_ROOT) --places-root $(PLACES_ROOT) --correlation 1.0)
 
 TAG := $(DATASET)-$(SCALE)
 DATA_DIR ?= data/$(TAG)
@@ -35,7 +39,9 @@ RESULTS ?= results/$(TAG)
 # (both overridable: the miniature pipeline test brings its own scale file)
 SCALE_YAML ?= pipelines/scales/$(SCALE).yaml
 JOBS_MK ?= build/jobs-$(TAG).mk
-PIPELINE_GOALS := _paper-tables _demo paper-tables demo plan plan-log main annotations dilation depth shift segmentation figures
+# The calibrated λ grids of a scale with `calibrate:` (pipelines/scales/paper.yaml).
+LAMBDA_FILE := $(RESULTS)/lambda.yaml
+PIPELINE_GOALS := _paper-tables _demo _calibrate paper-tables demo plan plan-log main annotations dilation depth shift segmentation figures
 GOAL := $(or $(patsubst _%,%,$(firstword $(filter $(PIPELINE_GOALS),$(MAKECMDGOALS)))),make)
 # Start of this make (the headers show the time since then).
 PIPE_START := $(shell date +%s)
@@ -51,35 +57,62 @@ export MGKIT_JOBS_PER_GPU := $(JOBS_PER_GPU)
 export MGKIT_NODES := $(NODES)
 export MGKIT_SLURM_ARGS := $(SLURM_ARGS)
 
-# Without Waterbirds roots, real data sets skip the shift experiment.
-SKIPPED := $(if $(filter-out synthetic,$(DATASET)),$(if $(and $(WB_ROOT),$(CUB_ROOT)),,shift))
-PAPER_EXPERIMENTS = $(filter-out $(SKIPPED),$(EXPERIMENTS))
+# Without Waterbirds roots, VOC and COCO skip the shift experiment; DATASET=waterbirds runs only it.
+WB_ROOTS := $(if $(CUB_ROOT),$(or $(WB_ROOT),$(PLACES_ROOT)))
+SKIPPED := $(if $(filter voc coco,$(DATASET)),$(if $(WB_ROOTS),,shift))
+PAPER_EXPERIMENTS = $(if $(filter waterbirds,$(DATASET)),shift,$(filter-out $(SKIPPED),$(EXPERIMENTS)))
 
 # The jobs are read only when a pipeline goal needs them (so that `make help` or `make test` neither
 # need nor build the generated file), after checking the variables the data set needs.
 # Any goal but these is a pipeline goal or one of its files (runs/..., results/...).
 OTHER_GOALS := help install test test-long bench $(STAMP)
 ifneq ($(filter-out $(OTHER_GOALS),$(MAKECMDGOALS)),)
-ifeq ($(filter synthetic voc coco,$(DATASET)),)
-$(error error: DATASET=$(DATASET) is not one of synthetic, voc, coco)
+ifeq ($(filter synthetic voc coco waterbirds,$(DATASET)),)
+$(error error: DATASET=$(DATASET) is not one of synthetic, voc, coco, waterbirds)
 endif
 ifeq ($(wildcard $(SCALE_YAML)),)
 $(error error: SCALE=$(SCALE): no $(SCALE_YAML) (scales: $(notdir $(basename $(wildcard pipelines/scales/*.yaml)))))
 endif
 ifeq ($(DATASET)$(VOC_ROOT),voc)
-$(error error: DATASET=voc needs VOC_ROOT=DIR (the VOCdevkit/VOC2007 directory))
+$(error error: DATASET=voc needs VOC_ROOT=DIR (the VOCdevkit folder, holding VOC2007/))
 endif
 ifeq ($(DATASET)$(COCO_ROOT),coco)
 $(error error: DATASET=coco needs COCO_ROOT=DIR (with annotations/ and the image folders))
 endif
+ifeq ($(DATASET)$(WB_ROOTS),waterbirds)
+$(error error: DATASET=waterbirds needs CUB_ROOT=DIR and either WB_ROOT=DIR (a Waterbirds folder) or PLACES_ROOT=DIR (Places365, to build it))
+endif
+ifeq ($(DATASET)$(if $(filter demo _demo,$(MAKECMDGOALS)),+demo),waterbirds+demo)
+$(error error: DATASET=waterbirds runs the shift experiment alone: make paper-tables (or make shift), not make demo)
+endif
+ifneq ($(and $(filter-out synthetic,$(DATASET)),$(or $(WB_ROOT),$(PLACES_ROOT))),)
+ifeq ($(CUB_ROOT),)
+$(error error: $(if $(WB_ROOT),WB_ROOT,PLACES_ROOT) needs CUB_ROOT=DIR (CUB_200_2011, with its segmentations) for the shift experiment)
+endif
+endif
+# every root given must exist (one line naming it, before any job)
+ROOTS_CHECKED := $(foreach v,VOC_ROOT COCO_ROOT WB_ROOT CUB_ROOT PLACES_ROOT,$(if $(filter-out synthetic,$(DATASET)),$(if $($(v)),$(if $(wildcard $($(v))),,$(error error: $(v)=$($(v)) does not exist))))))
 ifeq ($(filter local slurm,$(LAUNCHER)),)
 $(error error: LAUNCHER=$(LAUNCHER) is not one of local, slurm)
 endif
-ifneq ($(SKIPPED),)
-$(info [$(GOAL)] DATASET=$(DATASET): the shift experiment is skipped; WB_ROOT=DIR and CUB_ROOT=DIR (Waterbirds) enable it)
+ifeq ($(SKIPPED)$(SKIP_SAID)$(MAKE_RESTARTS),shift)
+$(info [$(GOAL)] DATASET=$(DATASET): the shift experiment is skipped; WB_ROOT=DIR and CUB_ROOT=DIR (Waterbirds), or CUB_ROOT=DIR and PLACES_ROOT=DIR (to build it), enable it)
 endif
 include $(JOBS_MK)
+# A scale that calibrates λ (`calibrate:`, SCALE=paper): `make paper-tables` / `make demo` make
+# $(LAMBDA_FILE) first (`_calibrate`: the baselines and pipelines/calibrate_lambda.py), then re-plan with
+# it (Makefile). Any other goal that would guide with the scale file's guesses is refused (a dry run
+# `make -n` only says so).
+ifeq ($(CALIBRATED)$(wildcard $(LAMBDA_FILE)),0)
+ifneq ($(filter-out paper-tables demo _calibrate plan plan-log $(LAMBDA_FILE),$(MAKECMDGOALS)),)
+ifeq ($(findstring n,$(firstword -$(MAKEFLAGS))),)
+$(error error: SCALE=$(SCALE) guides with λ calibrated on its baselines, and $(LAMBDA_FILE) does not exist yet: run make paper-tables (or make $(LAMBDA_FILE)) first)
+else
+$(info [$(GOAL)] dry run: λ grids are $(SCALE_YAML)'s until $(LAMBDA_FILE) is calibrated)
+endif
+endif
+endif
 endif
 
-$(JOBS_MK): $(SCALE_YAML) $(wildcard mgkit/pipeline/*.py) | $(STAMP)
-	@$(BIN)/python -m mgkit.pipeline.planner $(SCALE_YAML) --dataset $(DATASET) --out $@
+$(JOBS_MK): $(SCALE_YAML) $(wildcard mgkit/pipeline/*.py) $(wildcard $(LAMBDA_FILE)) | $(STAMP)
+	@$(BIN)/python -m mgkit.pipeline.planner $(SCALE_YAML) --dataset $(DATASET) --lambda-file $(LAMBDA_FILE) --out $@

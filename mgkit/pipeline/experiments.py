@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from mgkit.pipeline.calibration import calibrates, calibration_layers, grid_keys
 from mgkit.pipeline.jobs import Plan
 from mgkit.pipeline.scale import Config, word
 
@@ -73,21 +74,23 @@ def plan_main(p: Plan) -> None:
     for fam in sorted({c.family for c in s.configs} | {s.ablation_config.family}):
         p.jobs[f"{baseline(p, fam)}/summary.json"].experiments.add("main")
     for c in s.configs:
-        for y in s["layers"]:
+        for y in s.layers_of(c):
             for loss in s["losses"]:
                 for lam in s.grid(c, loss, y):
                     main_guided(p, c, y, loss, lam, "main")
-    main_results(p, s.configs, s["layers"], s["losses"])
+    main_results(p, s.configs, None, s["losses"])
     for c in s.configs:
-        for y in s["layers"]:
+        for y in s.layers_of(c):
             figure(p, c, y, "figures")
 
 
-def main_results(p: Plan, configs: list[Config], layers: list[str], losses: list[str], group: str = "main") -> None:
-    """Per configuration and layer: the baseline evaluated alone, then each loss's Pareto merge."""
+def main_results(p: Plan, configs: list[Config], layers: list[str] | None, losses: list[str],
+                 group: str = "main") -> None:
+    """Per configuration and layer (default: the configuration's own layers): the baseline evaluated
+    alone, then each loss's Pareto merge."""
     data = main_data(p)
     for c in configs:
-        for y in layers:
+        for y in layers or p.scale.layers_of(c):
             base = baseline(p, c.family)
             p.evaluate(f"$(RESULTS)/main/base-{c.name}-{y}.json",
                        eval_args(data, c, y, ckpt=f"{base}/checkpoints/best_f1.pt"), [f"{base}/summary.json"],
@@ -111,23 +114,23 @@ def figure(p: Plan, c: Config, layer: str, experiment: str) -> str | None:
 
 def _ablation(p: Plan, sub: str, values: list, flag: Callable[[str], tuple[str, str, str]], zero: str,
               zero_first: bool) -> None:
-    """An ablation of the ablation configuration/layer over VALUES; ZERO: the main run's point.
+    """An ablation of the ablation configuration/layer over VALUES, each a Pareto merge over the
+    ablation's lambdas (`ablation.lambdas`, as the paper compares fronts); ZERO: the main runs' point.
     flag(value) -> (data file, run name suffix, extra guide flags)."""
     s = p.scale
     c, y = s.ablation_config, s["ablation"]["layer"]
     data = main_data(p)
     for loss in s["ablation"]["losses"]:
-        lam = s.lam_at(c, loss, y)
         for v in values:
             train_data, suffix, extra = flag(v)
-            run = p.guide(f"{sub}/{loss}/{suffix}-lam{lam}", baseline(p, c.family), train_data, c, loss, y, lam,
-                          s["data"]["seed"], extra, experiment=sub)
-            p.evaluate(f"$(RESULTS)/{sub}/{c.name}-{y}-{loss}-{suffix}.json", eval_args(data, c, y, [run]),
-                       [f"{run}/summary.json"], sub)
+            runs = [p.guide(f"{sub}/{loss}/{suffix}-lam{lam}", baseline(p, c.family), train_data, c, loss, y, lam,
+                            s["data"]["seed"], extra, experiment=sub) for lam in s.ablation_lambdas(loss)]
+            p.evaluate(f"$(RESULTS)/{sub}/{c.name}-{y}-{loss}-{suffix}.json", eval_args(data, c, y, runs),
+                       [f"{r}/summary.json" for r in runs], sub)
     for loss in s["ablation"]["losses"]:
-        run = main_guided(p, c, y, loss, s.lam_at(c, loss, y), sub)
-        p.evaluate(f"$(RESULTS)/{sub}/{c.name}-{y}-{loss}-{zero}.json", eval_args(data, c, y, [run]),
-                   [f"{run}/summary.json"], sub)
+        runs = [main_guided(p, c, y, loss, lam, sub) for lam in s.ablation_lambdas(loss)]
+        p.evaluate(f"$(RESULTS)/{sub}/{c.name}-{y}-{loss}-{zero}.json", eval_args(data, c, y, runs),
+                   [f"{r}/summary.json" for r in runs], sub)
     # the report lists, per loss, the swept values then the main run's point
     order = {f"-{loss}-": i for i, loss in enumerate(s["ablation"]["losses"])}
     p.results[sub].sort(key=lambda r: (next(i for k, i in order.items() if k in r),
@@ -149,20 +152,20 @@ def plan_dilation(p: Plan) -> None:
 
 
 def plan_depth(p: Plan) -> None:
-    """Paper 7.5: the ablation configuration guided at deeper layers, evaluated at the input; the input
-    point is the main run."""
+    """Paper 7.5: the ablation configuration guided at deeper layers, evaluated at the input, each layer
+    a Pareto merge over its lambdas (`depth.lambdas`); the input point is the main runs'."""
     s = p.scale
     c, loss = s.ablation_config, s["depth"]["loss"]
     data = main_data(p)
     for y in s["depth"]["layers"]:
-        lam = s.lam_at(c, loss, y)
-        run = p.guide(f"depth/{loss}/{y}-lam{lam}", baseline(p, c.family), data, c, loss, y, lam, s["data"]["seed"],
-                      f"--eval-layer input --eval-attribution {c.attribution}", experiment="depth")
-        p.evaluate(f"$(RESULTS)/depth/{c.name}-{loss}-{y}.json", eval_args(data, c, "input", [run]),
-                   [f"{run}/summary.json"], "depth")
-    run = main_guided(p, c, "input", loss, s.lam_at(c, loss, "input"), "depth")
-    p.evaluate(f"$(RESULTS)/depth/{c.name}-{loss}-input.json", eval_args(data, c, "input", [run]),
-               [f"{run}/summary.json"], "depth")
+        runs = [p.guide(f"depth/{loss}/{y}-lam{lam}", baseline(p, c.family), data, c, loss, y, lam, s["data"]["seed"],
+                        f"--eval-layer input --eval-attribution {c.attribution}", experiment="depth")
+                for lam in s.depth_lambdas(y)]
+        p.evaluate(f"$(RESULTS)/depth/{c.name}-{loss}-{y}.json", eval_args(data, c, "input", runs),
+                   [f"{r}/summary.json" for r in runs], "depth")
+    runs = [main_guided(p, c, "input", loss, lam, "depth") for lam in s.depth_lambdas("input")]
+    p.evaluate(f"$(RESULTS)/depth/{c.name}-{loss}-input.json", eval_args(data, c, "input", runs),
+               [f"{r}/summary.json" for r in runs], "depth")
     # input first, as the report reads depth top-down
     p.results["depth"].insert(0, p.results["depth"].pop())
 
@@ -195,7 +198,7 @@ def plan_segmentation(p: Plan) -> None:
     s = p.scale
     data = main_data(p)
     for c in s.configs:
-        for y in s["layers"]:
+        for y in s.layers_of(c):
             for loss in [x for x in ("energy", "l1") if s.has_grid(c, x, y)]:
                 run = main_guided(p, c, y, loss, s.lam_at(c, loss, y), "segmentation")
                 p.evaluate(f"$(RESULTS)/segmentation/{c.name}-{y}-{loss}.json",
@@ -243,9 +246,23 @@ def plan_demo(p: Plan) -> None:
         figure(p, c, y, "demo-figures")
 
 
+def plan_calibration(p: Plan) -> None:
+    """A scale with `calibrate:` (SCALE=paper): every configuration's λ* measured on its family's baseline,
+    merged into $(RESULTS)/lambda.yaml, which the planner reads for the guided runs' grids once it exists
+    (`make paper-tables` makes it first, then re-plans: Makefile)."""
+    s = p.scale
+    if not calibrates(s) or p.dataset == "waterbirds":  # Waterbirds alone: no multilabel baselines to measure
+        return
+    configs = list({c.name: c for c, _, _ in grid_keys(s)}.values())
+    p.lambda_file([p.calibrate(c, baseline(p, c.family), main_data(p), calibration_layers(s, c), s["losses"])
+                   for c in configs])
+
+
 def build(scale, dataset: str) -> Plan:
-    """Every experiment's jobs, then the demo's (which reuse them)."""
+    """The calibration step (if the scale has one), every experiment's jobs, then the demo's (which
+    reuse them)."""
     p = Plan(scale, dataset)
+    plan_calibration(p)
     for e in EXPERIMENTS:
         p.results.setdefault(e.name, [])
         e.plan(p)

@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 from mgkit.pipeline.scale import Config, Scale, word
 
 # The kinds that go through the launcher (GPU work); the others run where make runs.
-LAUNCHED = ("train", "guide", "evaluate", "shift", "explain")
+LAUNCHED = ("train", "guide", "evaluate", "shift", "explain", "calibrate")
 
 
 @dataclass
 class Job:
-    kind: str                 # prepare | train | guide | evaluate | shift | explain | tables
+    kind: str                 # prepare | train | guide | evaluate | shift | explain | calibrate | lambda | tables
     target: str               # the file the rule makes
     deps: list[str]
     command: str              # after $(MGKIT): e.g. "train --data ..."
@@ -27,6 +27,7 @@ class Job:
     order_only: list[str] = field(default_factory=list)
     number: int = 0           # training jobs: n of "job n of N"
     experiments: set[str] = field(default_factory=set)
+    program: str = "$(MGKIT)"  # what runs `command`
 
     @property
     def run_dir(self) -> str | None:
@@ -73,8 +74,8 @@ class Plan:
             cmd = (f"prepare synthetic --task {task} --size {d['size']} --train {d['train']} --val {d['val']} "
                    f"--test {d['test']}")
         elif task.startswith("birds"):
-            cmd = (f"prepare waterbirds --root $(WB_ROOT) --cub-root $(CUB_ROOT) "
-                   f"--task {'place' if task == 'birds-place' else 'bird'} --size {d['size']}")
+            # $(WATERBIRDS) (pipelines/common.mk): read from WB_ROOT, or built from CUB_ROOT and PLACES_ROOT
+            cmd = f"prepare $(WATERBIRDS) --task {'place' if task == 'birds-place' else 'bird'} --size {d['size']}"
         else:
             root = {"voc": "$(VOC_ROOT)", "coco": "$(COCO_ROOT)"}.get(self.dataset, "$(DATA_ROOT)")
             cmd = f"prepare {self.dataset} --root {root} --size {d['size']}"
@@ -141,11 +142,37 @@ class Plan:
                             after=[f"rm -f {out[:-4]}.log.out"]), experiment)
         return self.result(experiment, job)
 
+    def calibrate(self, config: Config, base: str, data: str, layers: list[str], losses: list[str]) -> str:
+        """pipelines/calibrate_lambda.py on BASE's best-F1 checkpoint: CONFIG's λ* per loss and layer."""
+        c = self.scale.raw["calibrate"]
+        out = f"$(RESULTS)/calibration/{config.name}.json"
+        cmd = (f"{base}/checkpoints/best_f1.pt --data {data} --attribution {config.attribution} "
+               f"--layers {' '.join(layers)} --losses {' '.join(losses)} "
+               f"--ratios {' '.join(word(r) for r in c.get('ratios', [0.1, 1.0, 10.0]))} "
+               f"--batches {c.get('batches', 2)} --batch-size {c.get('batch_size', 32)} --device $(DEVICE) "
+               f"--config {config.name} --out {out}")
+        stem = out[:-5]
+        self._add(Job("calibrate", out, [f"{base}/summary.json", data], cmd, f"calibrate λ of {config.name} -> {out}",
+                      f"{stem}.log", f"calibrate {config.name}", stem.replace("$(RESULTS)/", "results/"),
+                      f"{stem}.launch.json", after=[f"rm -f {stem}.log.out"],
+                      program="$(BIN)/python pipelines/calibrate_lambda.py"), "calibrate")
+        return out
+
+    def lambda_file(self, parts: list[str]) -> str:
+        """$(RESULTS)/lambda.yaml: the calibrated grids, each value with its source."""
+        out = "$(RESULTS)/lambda.yaml"
+        cmd = f"$(SCALE_YAML) {' '.join(parts)} --out {out}"
+        self._add(Job("lambda", out, list(parts) + ["$(SCALE_YAML)"], cmd, f"λ grids -> {out}", f"{out[:-5]}.log",
+                      "λ grids", "results/lambda", "", after=[f"rm -f {out[:-5]}.log.out"],
+                      program="$(BIN)/python -m mgkit.pipeline.calibration"), "calibrate")
+        return out
+
     def tables(self, report: str, inputs_var: str, tables_dir: str, goal: str) -> Job:
         """The tables, plots and claims report of a goal from the files in Make variable INPUTS_VAR."""
         stem = report[:-3]
-        cmd = f"tables $({inputs_var}) --out {tables_dir} --report {report}"
-        return self._add(Job("tables", report, [f"$({inputs_var})"], cmd, f"tables -> {tables_dir}/, {report}",
+        lambdas = [j.target for j in self.jobs.values() if j.kind == "lambda"]
+        cmd = f"tables $({inputs_var}) --out {tables_dir} --report {report}" + "".join(f" --lambdas {f}" for f in lambdas)
+        return self._add(Job("tables", report, [f"$({inputs_var})", *lambdas], cmd, f"tables -> {tables_dir}/, {report}",
                              f"{stem}.log", "tables", goal, "", after=[f"rm -f {stem}.log.out"]), None)
 
     # ------------------------------------------------------------------------------ helpers

@@ -116,6 +116,27 @@ class Scale:
                              f"of {config.name} {loss}/{layer}")
         return values[index - 1]
 
+    def layers_of(self, config: Config) -> list[str]:
+        """The layers CONFIG is guided and evaluated at: `config_layers` (the paper's grid: GradCAM only
+        at the final layer), else every one of `layers`."""
+        own = (self.raw.get("config_layers") or {}).get(config.name)
+        return list(own) if own else list(self["layers"])
+
+    def ablation_lambdas(self, loss: str) -> list[str]:
+        """The lambdas the annotation and dilation ablations sweep for LOSS (`ablation.lambdas`), else
+        the one at the ablation index."""
+        own = (self["ablation"].get("lambdas") or {}).get(loss)
+        c, y = self.ablation_config, self["ablation"]["layer"]
+        return [word(v) for v in own] if own else [self.lam_at(c, loss, y)]
+
+    def depth_lambdas(self, layer: str) -> list[str]:
+        """The lambdas the depth ablation sweeps at LAYER (`depth.lambdas`; at the input layer: the
+        ablation's lambdas of the depth loss), else the one at the ablation index."""
+        if layer == self["ablation"]["layer"]:
+            return self.ablation_lambdas(self["depth"]["loss"])
+        own = (self["depth"].get("lambdas") or {}).get(layer)
+        return [word(v) for v in own] if own else [self.lam_at(self.ablation_config, self["depth"]["loss"], layer)]
+
     @property
     def ablation_config(self) -> Config:
         return self.config(self["ablation"]["config"])

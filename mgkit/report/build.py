@@ -9,10 +9,11 @@ from typing import Any, Iterable
 
 from mgkit.artifacts import check_output, write_text_atomic
 from mgkit.errors import UsageError
+from mgkit.pipeline import calibration
 from mgkit.pipeline.experiments import BY_NAME, EXPERIMENTS
 from mgkit.progress import log
-from mgkit.report.analysis import Analysis
-from mgkit.report.claims import NAMES, PAPER_EFFECTS, Claim, Judge, all_claims, resolution, timings_from
+from mgkit.report.analysis import Analysis, metric_name
+from mgkit.report.claims import PAPER_EFFECTS, Claim, Judge, all_claims, resolution, timings_from
 from mgkit.report.paper_numbers import paper_tables
 from mgkit.report.records import load, to_points
 from mgkit.report.tables import Table, all_tables, pct_keys_for, to_csv, to_latex, to_markdown
@@ -73,7 +74,7 @@ def report_markdown(tables: dict[str, list[Table]], plots: list[Path], claims: l
                   "| differences without an interval | the paper's effects |", "|---|---|---|---|---|"]
         for m, single, diff, none in resolution(judge):
             f = lambda v: "—" if v is None else f"{100 * v:.1f} points"  # noqa: E731
-            lines.append(f"| {NAMES[m]} | {f(single)} | {f(diff)} | {none} | {PAPER_EFFECTS[m]} |")
+            lines.append(f"| {metric_name(m, short=True)} | {f(single)} | {f(diff)} | {none} | {PAPER_EFFECTS[m]} |")
         lines.append("")
     lines += selection_note(an)
     lines += ["## Claims (paper spec §8)", "",
@@ -152,7 +153,8 @@ def _timing_lines(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
 
 
 def build(paths: Iterable[str | Path], out: str | Path, report: str | Path | None = None, split: str = "test",
-          quiet: bool = False, plots: bool = True, timings: Iterable[str | Path] = ()) -> dict[str, Any]:
+          quiet: bool = False, plots: bool = True, timings: Iterable[str | Path] = (),
+          lambdas: str | Path | None = None) -> dict[str, Any]:
     """Read records, write every table / plot / the report; return a summary for --json."""
     paths = list(paths)
     if not paths:
@@ -162,8 +164,9 @@ def build(paths: Iterable[str | Path], out: str | Path, report: str | Path | Non
     timings = list(timings)
     check_output(out, inputs=paths, folder=True)
     for path in (report, report.with_suffix(".html")):
-        check_output(path, flag="--report", inputs=[*paths, *timings])
+        check_output(path, flag="--report", inputs=[*paths, *timings, *([lambdas] if lambdas is not None else [])])
     timing = timings_from(_timing_lines(timings))  # bad input refused before anything is written
+    grids = calibration.load(lambdas, "--lambdas") if lambdas is not None else None
     sources = load(paths)
     points, skipped = to_points(sources)
     log(f"read {len(sources)} record(s) from {len(paths)} path(s): {len(points)} measured point(s)", quiet=quiet)
@@ -187,6 +190,8 @@ def build(paths: Iterable[str | Path], out: str | Path, report: str | Path | Non
         log(f"plots: {len(plot_files)} file(s)", quiet=quiet)
     claims, judge = all_claims(an, timing)
     text = report_markdown(tables, plot_files, claims, report, an, len(sources), skipped, judge)
+    if grids is not None:  # the λ values the guided runs used, each with its source
+        text = text.rstrip() + "\n\n" + "\n".join(calibration.markdown(grids))
     text = text.replace("{dir}", _rel(out, report.parent))
     write_text_atomic(report, text)
     html = report.with_suffix(".html")

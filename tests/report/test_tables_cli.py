@@ -53,3 +53,21 @@ def test_tables_cli_errors(tmp_path):
     res = runner.invoke(app, ["tables", str(tmp_path / "v.json"), "--out", str(tmp_path / "t")])
     assert res.exit_code == 1 and "schema version 7" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "t").exists()
+
+
+def test_tables_cli_lambdas(tmp_path):
+    """--lambdas: the report cites each λ value with its source; a file that is not one is refused first."""
+    write(tmp_path / "r" / "main.json", main_records(ci=0.005))
+    args = ["tables", str(tmp_path / "r"), "--out", str(tmp_path / "o"), "--no-plots", "--quiet"]
+    bad = tmp_path / "lambda.yaml"
+    bad.write_text("- just a list\n")
+    res = runner.invoke(app, [*args, "--lambdas", str(bad)])
+    assert res.exit_code == 2 and res.output.startswith(f"error: --lambdas {bad}: not a λ calibration file")
+    assert not (tmp_path / "o").exists()
+    bad.write_text("grids:\n  bcos-bcos:\n    energy:\n      input:\n        lambda_star: 0.2\n        values:\n"
+                   "        - {lambda: 0.02, source: calibrated}\n        - {lambda: 0.001, source: 'published: ref'}\n")
+    res = runner.invoke(app, [*args, "--lambdas", str(bad)])
+    assert res.exit_code == 0, res.output
+    report = (tmp_path / "paper-tables.md").read_text()
+    assert "## λ grids (calibration)" in report
+    assert "| bcos-bcos | energy | input | 0.2 | 0.02 (calibrated), 0.001 (published: ref) |" in report
