@@ -89,6 +89,9 @@ def plan_main(p: Plan) -> None:
     s = p.scale
     for fam in sorted({c.family for c in s.configs} | {s.ablation_config.family}):
         p.jobs[f"{baseline(p, fam)}/summary.json"].experiments.add("main")
+        backbone = pretrained_backbone(p, fam)
+        if backbone:  # counted with the main baselines by `make plan`
+            p.jobs[f"{backbone}/summary.json"].experiments.add("main")
     for c in s.configs:
         for y in s["layers"]:
             for loss in s["losses"]:

@@ -95,6 +95,7 @@ def test_main_baselines_load_the_cue_free_backbone_made_once_under_data():
         base = plan.jobs[f"$(RUNS)/base/{fam}/summary.json"]
         assert f"--weights $(DATA_DIR)/pretrain/{fam}/checkpoints/best_f1.pt " in base.command
         assert f"$(DATA_DIR)/pretrain/{fam}/summary.json" in base.deps
+        assert "main" in pre.experiments  # `make plan` counts it with the main baselines
     # the birds task has 2 classes, the backbones 6: the shift baselines (2 tasks x 2 seeds, and the demo's
     # set) train from scratch
     shift_bases = [j for t, j in plan.jobs.items() if j.kind == "train" and "/shift/" in t]
