@@ -30,7 +30,7 @@ def pretrained_backbone(p: Plan, family: str) -> str | None:
     """The family's backbone pretrained on the built-in cue-free shapes (the scale's `pretrain`), the
     stand-in for the paper's ImageNet start: a normal `train` run cached under $(DATA_DIR), so that a
     new $(RUNS) reuses it. None on real data sets, or when the scale does not pretrain this family."""
-    pre = p.scale.raw.get("pretrain")
+    pre = p.scale.section("pretrain", ("train", "val", "test", "epochs", "families"))
     if p.dataset != "synthetic" or not pre or family not in pre["families"]:
         return None
     data = p.data("pretrain", "1.0", sizes={k: pre[k] for k in ("train", "val", "test")})
@@ -195,8 +195,7 @@ def shift_set(p: Plan, c: Config, task: str, seed, group: str = "shift") -> None
     s = p.scale
     sh = s["shift"]
     frac = word(sh["bbox_frac"])
-    data = p.data(task, frac, count=bbox_count(p, frac, {frac: sh["bbox_count"]} if "bbox_count" in sh else None),
-                  sizes=sh.get("data"))
+    data = p.data(task, frac, count=sh.get("bbox_count"), sizes=sh.get("data"))
     base = p.train(f"shift/{c.name}/{task}/base-s{seed}", data, c.family, seed, sh["base_epochs"], group)
     p.shift(f"$(RESULTS)/shift/{c.name}-{task}-base-s{seed}.json", base, data, None, group)
     for loss in sh["losses"]:
@@ -231,7 +230,7 @@ def plan_targets(p: Plan) -> None:
     """Claim 11: the scale's `targets` configuration guided with every ground-truth class per step
     (`--targets all`) over its lambda grid, Pareto-merged like the main runs, whose one-sampled-class
     runs (`--targets random`) are the reference. Nothing without a `targets` key."""
-    t = p.scale.raw.get("targets")
+    t = p.scale.section("targets", ("config", "layer", "losses"))
     if not t:
         return
     c, y = p.scale.config(t["config"]), t["layer"]

@@ -159,7 +159,7 @@ class Plan:
         """Claim 9's per-step timings: benchmarks/bench_train.py --one guided/FAM/LAYER per the scale's
         `timings`, one JSON line each, into OUT. It runs once every job in AFTER (Make variables) is done,
         and the tables wait for it, so nothing shares the machine with it. None without `timings`."""
-        t = self.scale.raw.get("timings")
+        t = self.scale.section("timings", ("families", "layers", "size", "batch", "steps", "threads"))
         if not t:
             return None
         configs = " ".join(f"guided/{f}/{y}" for f in t["families"] for y in t["layers"])

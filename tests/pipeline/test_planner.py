@@ -157,3 +157,11 @@ def test_timings_run_alone_after_every_result_and_feed_the_tables():
     del raw["timings"]
     text = render(build(Scale(raw), "synthetic"), "tiny.yaml")
     assert "timings" not in text
+
+
+@pytest.mark.parametrize("key, field", [("pretrain", "epochs"), ("targets", "layer"), ("timings", "steps")])
+def test_an_incomplete_issue20_key_is_refused_in_one_line(key, field):
+    raw = tiny()
+    del raw[key][field]
+    with pytest.raises(UsageError, match=rf"^<scale>: {key} has no '{field}' \(it needs "):
+        render(build(Scale(raw), "synthetic"), "tiny.yaml")
