@@ -44,7 +44,7 @@ import torch
 # mgkit's public API, all in one place (adapt here when names change).
 from mgkit.data.loader import Batch
 from mgkit.engine.distributed import DistEnv
-from mgkit.engine.evaluate import evaluate
+from mgkit.engine.split_metrics import evaluate
 from mgkit.engine.step import StepSpec, train_step
 from mgkit.engine.trainer import make_optimizer
 from mgkit.models import create_model

@@ -185,6 +185,21 @@ def atomic_path(path: str | Path, *, force: bool = True) -> Iterator[Path]:
             tmp.unlink()
 
 
+FIGURE_FORMATS = ("png", "pdf")
+
+
+def save_figure(fig: Any, path: str | Path, *, dpi: float | None = None) -> Path:
+    """Write a matplotlib figure as PNG or PDF (by the suffix) atomically: a failed write leaves no
+    file. `dpi` defaults to the figure's own."""
+    path = Path(path)
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt not in FIGURE_FORMATS:
+        raise UsageError(f"--out {path}: the figure is written as .png or .pdf, not {path.suffix or 'no suffix'}.")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=fmt, dpi=fig.dpi if dpi is None else dpi)
+    return path
+
+
 def write_text_atomic(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

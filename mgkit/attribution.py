@@ -108,6 +108,70 @@ def _forward_tapped(model: GuidedModel, forward: ForwardFunc, x: Tensor, layer: 
     return taps["act"], taps["tap"], logits
 
 
+def _path_alphas(model: GuidedModel, method: str, ig_steps: int, x: Tensor) -> Tensor | None:
+    """The scales of a multi-step Integrated Gradients path (None for every other method).
+
+    alpha = 1 comes first: those rows give the logits of x itself; the `ig_steps` midpoints give the
+    Riemann sum. Their BatchNorm would mix path points in train mode, so these need model.eval().
+    """
+    if method != "intgrad" or model.family.exact_intgrad:
+        return None
+    if model.training:
+        raise UsageError(
+            f"multi-step intgrad on {model.name} needs model.eval() (BatchNorm would mix path points); "
+            "guide with xdnn-resnet50, where intgrad is a single pass."
+        )
+    if ig_steps < 1:
+        raise UsageError(f"ig_steps must be at least 1, got {ig_steps}.")
+    midpoints = (torch.arange(ig_steps, dtype=x.dtype, device=x.device) + 0.5) / ig_steps
+    return torch.cat([torch.ones(1, dtype=x.dtype, device=x.device), midpoints])
+
+
+def _map_formula(method: str, grad: Tensor, act: Tensor) -> Tensor:
+    """The coarse map [N,h,w] of a method from the gradient (path-averaged for intgrad) and the activation."""
+    if method == "gradcam":
+        return F.relu((grad.mean(dim=(2, 3), keepdim=True) * act).sum(dim=1))
+    # ixg, bcos and intgrad all end as gradient (or path-averaged gradient) times activation
+    return (grad * act).sum(dim=1)
+
+
+# One gradient call: the images it covers (None: all of them) and the class explained for each.
+Slot = tuple[Tensor | None, Tensor]
+
+
+def _slot_maps(model: GuidedModel, forward: ForwardFunc, x: Tensor, *, method: str, layer: str,
+               slots: list[Slot], alphas: Tensor | None, create_graph: bool) -> tuple[list[Tensor], Tensor]:
+    """The one code path of every gradient-based map: ONE forward pass, then one gradient call per slot.
+
+    Returns the coarse maps of each slot ([rows of the slot, h, w], before post-processing) and the
+    logits [B,K] of x. The graph of the forward is reused by every slot; with create_graph=False no
+    graph is kept and everything returned is detached. Call under torch.enable_grad().
+    """
+    batch = x.shape[0]
+    act, tap, all_logits = _forward_tapped(model, forward, x, layer, alphas)
+    logits = all_logits if alphas is None else all_logits[:batch]
+    a = act if create_graph else act.detach()
+    steps = 0 if alphas is None else alphas.shape[0] - 1
+    coarse = []
+    for j, (rows, cls) in enumerate(slots):
+        if alphas is None:
+            chosen = all_logits if rows is None else all_logits[rows]
+            objective = chosen.gather(1, cls[:, None]).sum()
+        else:
+            path = all_logits[batch:].unflatten(0, (steps, batch))
+            chosen = path if rows is None else path[:, rows]
+            objective = chosen.gather(2, cls[None, :, None].expand(steps, -1, 1)).sum()
+        with model.explanation_mode() if method == "bcos" else contextlib.nullcontext():
+            (grad,) = torch.autograd.grad(objective, tap, create_graph=create_graph,
+                                          retain_graph=create_graph or j + 1 < len(slots))
+        if alphas is not None:
+            grad = grad[batch:].unflatten(0, (steps, batch)).mean(dim=0)
+        if not create_graph:
+            grad = grad.detach()
+        coarse.append(_map_formula(method, grad, a) if rows is None else _map_formula(method, grad[rows], a[rows]))
+    return coarse, (logits if create_graph else logits.detach())
+
+
 def attribute(
     model: GuidedModel,
     x: Tensor,
@@ -147,48 +211,17 @@ def attribute(
                train mode, so these need model.eval().
     """
     _check(model, x, targets, method, layer)
-    batch = x.shape[0]
-    alphas = None
-    if method == "intgrad" and not model.family.exact_intgrad:
-        if model.training:
-            raise UsageError(
-                f"multi-step intgrad on {model.name} needs model.eval() (BatchNorm would mix path points); "
-                "guide with xdnn-resnet50, where intgrad is a single pass."
-            )
-        if ig_steps < 1:
-            raise UsageError(f"ig_steps must be at least 1, got {ig_steps}.")
-        # alpha = 1 first: those rows give the logits of x itself; the midpoints give the Riemann sum
-        midpoints = (torch.arange(ig_steps, dtype=x.dtype, device=x.device) + 0.5) / ig_steps
-        alphas = torch.cat([torch.ones(1, dtype=x.dtype, device=x.device), midpoints])
-
-    slots = targets.long()[:, None] if targets.dim() == 1 else targets.long()
+    alphas = _path_alphas(model, method, ig_steps, x)
+    one_per_image = targets.dim() == 1
+    targets = targets.long()[:, None] if one_per_image else targets.long()
+    # Several classes per image share the forward pass: one gradient call per class slot.
+    slots: list[Slot] = [(None, targets[:, j]) for j in range(targets.shape[1])]
     size = out_size if out_size is not None else tuple(x.shape[-2:])
     with torch.enable_grad():  # evaluation code may call this under no_grad
-        act, tap, all_logits = _forward_tapped(model, forward_func or model, x, layer, alphas)
-        logits = all_logits if alphas is None else all_logits[:batch]
-        maps = []
-        # Several classes per image share the forward pass: one gradient call per class slot.
-        for j in range(slots.shape[1]):
-            if alphas is None:
-                objective = all_logits.gather(1, slots[:, j:j + 1]).sum()
-            else:
-                objective = all_logits[batch:].gather(1, slots[:, j].repeat(ig_steps)[:, None]).sum()
-            keep = create_graph or j + 1 < slots.shape[1]
-            with model.explanation_mode() if method == "bcos" else contextlib.nullcontext():
-                (grad,) = torch.autograd.grad(objective, tap, create_graph=create_graph, retain_graph=keep)
-            if alphas is not None:
-                grad = grad[batch:].unflatten(0, (ig_steps, batch)).mean(dim=0)
-            a = act if create_graph else act.detach()
-            if not create_graph:
-                grad = grad.detach()
-            if method == "gradcam":
-                maps.append(F.relu((grad.mean(dim=(2, 3), keepdim=True) * a).sum(dim=1)))
-            else:  # ixg, bcos and intgrad all end as gradient (or path-averaged gradient) times activation
-                maps.append((grad * a).sum(dim=1))
-        if not create_graph:
-            logits = logits.detach()
-        out = post_process(torch.stack(maps, 1).flatten(0, 1), post, size).unflatten(0, (batch, slots.shape[1]))
-    return (out[:, 0] if targets.dim() == 1 else out), logits
+        coarse, logits = _slot_maps(model, forward_func or model, x, method=method, layer=layer, slots=slots,
+                                    alphas=alphas, create_graph=create_graph)
+        out = post_process(torch.stack(coarse, 1).flatten(0, 1), post, size).unflatten(0, tuple(targets.shape))
+    return (out[:, 0] if one_per_image else out), logits
 
 
 def _pair_slots(image_index: Tensor, classes: Tensor, batch: int) -> tuple[Tensor, Tensor]:
@@ -201,6 +234,20 @@ def _pair_slots(image_index: Tensor, classes: Tensor, batch: int) -> tuple[Tenso
     slot = torch.empty_like(image_index)
     slot[order] = torch.arange(p, device=image_index.device) - starts[sorted_img]
     return slot, counts
+
+
+def _closed_form_maps(model: GuidedModel, x: Tensor, image_index: Tensor, classes: Tensor,
+                      closed: Callable[[torch.nn.Module, Tensor], Tensor]) -> tuple[Tensor, Tensor]:
+    """Final-layer coarse maps [P,h,w] of the pairs from the forward activation alone (no backward), and
+    the logits [B,K]."""
+    taps: dict[str, Tensor] = {}
+    handle = model.layer_module("final").register_forward_hook(lambda _m, _i, out: taps.__setitem__("a", out))
+    try:
+        with torch.no_grad():
+            logits = model(x)
+            return closed(model.net, taps["a"])[image_index, classes], logits
+    finally:
+        handle.remove()
 
 
 def evaluation_maps(
@@ -234,57 +281,26 @@ def evaluation_maps(
     size = out_size if out_size is not None else tuple(x.shape[-2:])
     image_index, classes = image_index.long(), classes.long()
     p = image_index.shape[0]
+    if p == 0:
+        with torch.no_grad():
+            return x.new_zeros((0, *size)), model(x)
     closed = model.family.final_layer_maps.get(method) if layer == "final" else None
-    if p == 0 or closed is not None:
-        taps: dict[str, Tensor] = {}
-        handle = None
-        if p:
-            handle = model.layer_module(layer).register_forward_hook(lambda _m, _i, out: taps.__setitem__("a", out))
-        try:
-            with torch.no_grad():
-                logits = model(x)
-                if not p:
-                    return x.new_zeros((0, *size)), logits
-                coarse = closed(model.net, taps["a"])[image_index, classes]
-        finally:
-            if handle is not None:
-                handle.remove()
+    if closed is not None:
+        coarse, logits = _closed_form_maps(model, x, image_index, classes, closed)
         return post_process(coarse, post, size), logits
 
-    alphas = None
-    if method == "intgrad" and not model.family.exact_intgrad:
-        if ig_steps < 1:
-            raise UsageError(f"ig_steps must be at least 1, got {ig_steps}.")
-        midpoints = (torch.arange(ig_steps, dtype=x.dtype, device=x.device) + 0.5) / ig_steps
-        alphas = torch.cat([torch.ones(1, dtype=x.dtype, device=x.device), midpoints])
+    alphas = _path_alphas(model, method, ig_steps, x)
     slot, counts = _pair_slots(image_index, classes, batch)
-    out = None
+    members = [torch.nonzero(slot == j, as_tuple=True)[0] for j in range(int(counts.max()))]
     with torch.enable_grad():
-        act, tap, all_logits = _forward_tapped(model, model, x, layer, alphas)
-        logits = all_logits[:batch].detach()
-        act = act.detach()
-        s = int(counts.max())
-        for j in range(s):
-            pairs = torch.nonzero(slot == j, as_tuple=True)[0]
-            rows, cls = image_index[pairs], classes[pairs]
-            if alphas is None:
-                objective = all_logits[rows, cls].sum()
-            else:
-                path = all_logits[batch:].unflatten(0, (ig_steps, batch))
-                objective = path[:, rows, cls].sum()
-            with model.explanation_mode() if method == "bcos" else contextlib.nullcontext():
-                (grad,) = torch.autograd.grad(objective, tap, retain_graph=j + 1 < s)
-            if alphas is not None:
-                grad = grad[batch:].unflatten(0, (ig_steps, batch)).mean(dim=0)
-            grad, a = grad[rows], act[rows]
-            if method == "gradcam":
-                coarse = F.relu((grad.mean(dim=(2, 3), keepdim=True) * a).sum(dim=1))
-            else:
-                coarse = (grad * a).sum(dim=1)
-            maps = post_process(coarse, post, size)
-            if out is None:
-                out = maps.new_empty((p, *size))
-            out[pairs] = maps
+        coarse, logits = _slot_maps(model, model, x, method=method, layer=layer, alphas=alphas, create_graph=False,
+                                    slots=[(image_index[m], classes[m]) for m in members])
+    out = None
+    for pairs, maps in zip(members, coarse):
+        maps = post_process(maps, post, size)
+        if out is None:
+            out = maps.new_empty((p, *size))
+        out[pairs] = maps
     return out, logits
 
 

@@ -466,7 +466,7 @@ def explain_cmd(*, checkpoint: Path, compare: list[Path], as_json: bool, **opts:
       mgkit explain runs/base/checkpoints/best_f1.pt --compare runs/energy/checkpoints/best_f1.pt \\
           --data data/synth.h5 --out figs/explain.png
     """
-    from mgkit.report.explain_run import explain
+    from mgkit.explain.stage import explain
 
     result = explain([checkpoint, *compare], **opts)
 
@@ -485,7 +485,7 @@ def explain_cmd(*, checkpoint: Path, compare: list[Path], as_json: bool, **opts:
 def _evaluator(data: Path, quiet: bool, inputs: list[Any], out: Optional[Path], **opts: Any):
     """The Evaluator of evaluate and shift, once --out is known to be writable (before any pass)."""
     from mgkit.artifacts import check_output
-    from mgkit.engine.assess import EvalOptions, Evaluator
+    from mgkit.engine.evaluate_stage import EvalOptions, Evaluator
 
     if out is not None:
         check_output(out, inputs=[data, *inputs])
@@ -515,8 +515,8 @@ def evaluate_cmd(*, checkpoints: list[Path], pareto: list[Path], baseline: Optio
       mgkit evaluate runs/energy/checkpoints/best_f1.pt --data data/voc.h5 --split test \\
           --baseline runs/base/checkpoints/best_f1.pt --out results/energy.json
     """
-    from mgkit.engine.assess import checked_pareto_record
-    from mgkit.engine.show import show_evaluation, show_pareto
+    from mgkit.engine.evaluate_stage import checked_pareto_record
+    from mgkit.report.terminal import show_evaluation, show_pareto
 
     if pareto and checkpoints:
         # typer puts run directories after --pareto RUN into the positional list
@@ -544,7 +544,7 @@ def shift_cmd(*, checkpoint: Path, baseline: Optional[Path], out: Optional[Path]
           --baseline runs/base/checkpoints/best_f1.pt --out results/shift/energy.json
     """
     from mgkit.engine.shift import shift_record
-    from mgkit.engine.show import show_shift
+    from mgkit.report.terminal import show_shift
 
     ev = _evaluator(inputs=[checkpoint, baseline], out=out, split="test", threshold_split=None, **opts)
     _write_and_show(shift_record(ev, checkpoint, baseline), out, as_json, show_shift)

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from mgkit.errors import UsageError
+from mgkit.fronts import pareto_front  # noqa: F401  (part of this module's API)
 
 __all__ = [
     "classification_metrics",
@@ -177,8 +178,12 @@ def epg(maps: Tensor, masks: Tensor) -> Tensor:
     """
     _check_pairs(maps, masks)
     pos = _maps(maps).clamp(min=0)
-    inside = (pos * masks.to(pos.dtype)).sum(dim=(-2, -1))
-    total = pos.sum(dim=(-2, -1))
+    return _epg_of(pos, masks.to(pos.dtype), pos.sum(dim=(-2, -1)))
+
+
+def _epg_of(pos: Tensor, masks: Tensor, total: Tensor) -> Tensor:
+    """EPG from the positive part of the maps, the masks (same dtype) and the total positive energy."""
+    inside = (pos * masks).sum(dim=(-2, -1))
     dead = total < _EPS_ENERGY
     return torch.where(dead, torch.zeros_like(total), inside / torch.where(dead, torch.ones_like(total), total))
 
@@ -189,15 +194,22 @@ def normalize_for_iou(maps: Tensor) -> Tensor:
     If the max is 0 the map is left as is; if max - min < 1e-7 it is divided by the max; otherwise
     (A - min) / (max - min).
     """
-    pos = _maps(maps).clamp(min=0)
+    return _normalized(_maps(maps).clamp(min=0))
+
+
+def _normalized(pos: Tensor) -> Tensor:
+    """`normalize_for_iou` of maps already clamped at 0."""
     mx = pos.amax(dim=(-2, -1), keepdim=True)
     mn = pos.amin(dim=(-2, -1), keepdim=True)
     rng = mx - mn
+    zero = mx == 0
     flat = rng.abs() < 1e-7
-    one = torch.ones_like(mx)
-    by_max = pos / torch.where(mx == 0, one, mx)
-    by_rng = (pos - mn) / torch.where(flat, one, rng)
-    return torch.where(mx == 0, pos, torch.where(flat, by_max, by_rng))
+    # The three cases differ only in what is subtracted and what divides, per map, so one pass over
+    # the pixels does: (A - 0) / 1 where the max is 0, (A - 0) / max where flat, (A - min) / range.
+    # Subtracting 0 and dividing by 1 are exact, so the values are those of the three formulas.
+    sub = torch.where(zero | flat, torch.zeros_like(mn), mn)
+    div = torch.where(zero, torch.ones_like(mx), torch.where(flat, mx, rng))
+    return (pos - sub) / div
 
 
 def _iou_from_counts(inter: Tensor, n_on: Tensor, area: Tensor) -> Tensor:
@@ -222,16 +234,26 @@ def iou_sweep(maps: Tensor, masks: Tensor, thresholds: Tensor | Sequence[float])
     per-pair sort); "above t" counts are then suffix sums of those histograms.
     """
     _check_pairs(maps, masks)
-    norm = normalize_for_iou(maps).flatten(1)
-    m = masks.to(norm.device).flatten(1) > 0.5
+    return _sweep(_maps(maps).clamp(min=0), masks.to(maps.device) > 0.5, thresholds)
+
+
+def _sweep(pos: Tensor, inside: Tensor, thresholds: Tensor | Sequence[float]) -> Tensor:
+    """`iou_sweep` of maps already clamped at 0, with the masks as booleans."""
+    norm = _normalized(pos).flatten(1)
+    m = inside.flatten(1)
     thr = torch.as_tensor(thresholds, dtype=norm.dtype, device=norm.device).reshape(-1)
     sorted_thr, order = thr.sort()
     t = thr.numel()
+    p = norm.shape[0]
     # bucket b = number of thresholds strictly below the value, so value > sorted_thr[k] <=> b > k.
-    bucket = torch.bucketize(norm, sorted_thr)
-    ones = torch.ones_like(bucket)
-    hist = torch.zeros(norm.shape[0], t + 1, dtype=torch.int64, device=norm.device).scatter_add_(1, bucket, ones)
-    hist_in = torch.zeros_like(hist).scatter_add_(1, bucket, m.long())
+    # Offsetting each pair's buckets by (t + 1) * pair turns the per-pair histograms into one bincount.
+    # (No scatter: bincount is one serial pass; the mask enters as 0/1 weights, exact in float64.)
+    bucket = torch.bucketize(norm, sorted_thr, out_int32=True)
+    bucket += torch.arange(0, p * (t + 1), t + 1, device=norm.device, dtype=torch.int32)[:, None]
+    bucket = bucket.flatten()
+    hist = torch.bincount(bucket, minlength=p * (t + 1)).view(p, t + 1)
+    hist_in = torch.bincount(bucket, weights=m.flatten().to(torch.float64), minlength=p * (t + 1))
+    hist_in = hist_in.to(torch.int64).view(p, t + 1)
     # count of b > k = all pixels (in the mask) - those with b <= k
     area = m.sum(dim=1, keepdim=True)
     n_on = norm.shape[1] - hist.cumsum(1)[:, :t]
@@ -306,7 +328,7 @@ class LocalizationAccumulator:
         on-object energy; ``group`` ([P] or one int) feeds per-group sums.
         """
         _check_pairs(maps, masks)
-        p, h, w = maps.shape
+        p = maps.shape[0]
         if seg_masks is not None and seg_masks.shape != maps.shape:
             raise UsageError(f"seg_masks must have shape {tuple(maps.shape)}, got {tuple(seg_masks.shape)}.")
         if p == 0:
@@ -314,35 +336,51 @@ class LocalizationAccumulator:
         # Everything is validated and computed on the maps' device before any state changes, so a
         # failing update leaves the accumulator as it was.
         dev = maps.device
-        maps = _maps(maps)
-        m = masks.to(device=dev, dtype=maps.dtype)
         cls = self._ids(classes, p, dev, "classes")
         grp = None if group is None else self._ids(group, p, dev, "group")
+        e, sweep, total, frac, seg_sums, on_object = self._pair_stats(_maps(maps), masks, box_areas, seg_masks,
+                                                                       seg_valid)
+        bins = torch.bucketize(frac, torch.tensor(self.size_edges[1:-1], dtype=torch.float64, device=dev), right=True)
+        # Per-pair results are small: move them to the host once per batch and keep float64 sums there.
+        e, sweep, total, frac, cls, bins = (x.cpu() for x in (e, sweep, total, frac, cls, bins))
+        self._add(e, sweep, total, frac, cls, bins, None if grp is None else grp.cpu(),
+                  None if seg_sums is None else seg_sums.cpu(), on_object)
+
+    def _pair_stats(self, maps: Tensor, masks: Tensor, box_areas: Tensor | None, seg_masks: Tensor | None,
+                    seg_valid: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None, Tensor]:
+        """Per pair: EPG [P] and the IoU sweep [P, T] (float64), total positive energy [P], box-area
+        fraction [P]; the on-object sums [4] (count, ratio, seg_epg, box_epg) when seg masks are given;
+        and the per-pair on-object ratio (host, NaN without segmentation)."""
+        p, h, w = maps.shape
+        dev = maps.device
+        m = masks.to(device=dev, dtype=maps.dtype)
         if box_areas is None:
             frac = m.sum(dim=(-2, -1)).to(torch.float64) / (h * w)
         else:
             frac = torch.as_tensor(box_areas, device=dev).to(torch.float64).reshape(p) / (h * w)
-        inner = torch.tensor(self.size_edges[1:-1], dtype=torch.float64, device=dev)
-        bins = torch.bucketize(frac, inner, right=True)
-        e = epg(maps, m).to(torch.float64)
-        sweep = iou_sweep(maps, m, self.thresholds)  # [P, T] float64
+        # the positive part and its total serve EPG, the IoU sweep and the on-object energy alike
         pos = maps.clamp(min=0)
         total = pos.sum(dim=(-2, -1))
-        seg_sums = None
+        e = _epg_of(pos, m, total).to(torch.float64)
+        sweep = _sweep(pos, m > 0.5, self.thresholds)  # [P, T] float64
         on_object = torch.full((p,), float("nan"), dtype=torch.float64)  # per pair; NaN: no segmentation
-        if seg_masks is not None:
-            sm = seg_masks.to(device=dev, dtype=maps.dtype)
-            valid = (sm.sum(dim=(-2, -1)) > 0) if seg_valid is None else seg_valid.to(dev).bool().reshape(p)
-            e_box = (pos * m).sum(dim=(-2, -1))
-            e_seg = (pos * m * sm).sum(dim=(-2, -1))
-            ratio = torch.where(e_box < _EPS_ENERGY, torch.zeros_like(e_box), e_seg / e_box.clamp(min=_EPS_ENERGY))
-            seg_epg = torch.where(total < _EPS_ENERGY, torch.zeros_like(total), e_seg / total.clamp(min=_EPS_ENERGY))
-            v = valid.to(torch.float64)
-            seg_sums = torch.stack([v.sum(), (ratio.double() * v).sum(), (seg_epg.double() * v).sum(), (e * v).sum()])
-            on_object = torch.where(valid, ratio.double(), torch.full_like(ratio.double(), float("nan"))).cpu()
+        if seg_masks is None:
+            return e, sweep, total, frac, None, on_object
+        sm = seg_masks.to(device=dev, dtype=maps.dtype)
+        valid = (sm.sum(dim=(-2, -1)) > 0) if seg_valid is None else seg_valid.to(dev).bool().reshape(p)
+        e_box = (pos * m).sum(dim=(-2, -1))
+        e_seg = (pos * m * sm).sum(dim=(-2, -1))
+        ratio = torch.where(e_box < _EPS_ENERGY, torch.zeros_like(e_box), e_seg / e_box.clamp(min=_EPS_ENERGY))
+        seg_epg = torch.where(total < _EPS_ENERGY, torch.zeros_like(total), e_seg / total.clamp(min=_EPS_ENERGY))
+        v = valid.to(torch.float64)
+        seg_sums = torch.stack([v.sum(), (ratio.double() * v).sum(), (seg_epg.double() * v).sum(), (e * v).sum()])
+        on_object = torch.where(valid, ratio.double(), torch.full_like(ratio.double(), float("nan"))).cpu()
+        return e, sweep, total, frac, seg_sums, on_object
 
-        # Per-pair results are small: move them to the host once per batch and keep float64 sums there.
-        e, sweep, total, frac, cls, bins = (x.cpu() for x in (e, sweep, total, frac, cls, bins))
+    def _add(self, e: Tensor, sweep: Tensor, total: Tensor, frac: Tensor, cls: Tensor, bins: Tensor,
+             grp: Tensor | None, seg_sums: Tensor | None, on_object: Tensor) -> None:
+        """Fold one batch of per-pair results (host tensors) into the sums and the per-pair columns."""
+        p = e.shape[0]
         self._n += p
         self._epg_sum += float(e.sum())
         self._iou_sum += sweep.sum(0)
@@ -350,10 +388,9 @@ class LocalizationAccumulator:
         self._cls.add(cls, e, sweep)
         self._bins.add(bins, e, sweep)
         if grp is not None:
-            grp = grp.cpu()
             self._grp.add(grp, e, sweep)
         if seg_sums is not None:
-            self._seg += seg_sums.cpu()
+            self._seg += seg_sums
         k = self.thresholds.index(self._match(self.iou_threshold))
         self._pairs["epg"].append(e)
         self._pairs["iou"].append(sweep[:, k])
@@ -508,32 +545,3 @@ def group_metrics(
         "mean_group": sum(seen.values()) / len(seen) if seen else None,
         "overall": float(correct.mean()) if correct.numel() else None,
     }
-
-
-def pareto_front(points: Sequence[Sequence[float]], bin_width: float = 0.005) -> list[int]:
-    """Indices (ascending) of the Pareto-efficient points, all coordinates higher-is-better.
-
-    As the reference ``utils.ParetoFrontModels``: each coordinate is rounded to a multiple of
-    ``bin_width`` (numpy rounding, half to even) and a point is dropped when another point is at least
-    as good in every rounded coordinate and better in one. Points equal after rounding keep only the
-    earliest (the reference's sequential filter removes later duplicates), so feeding checkpoints in
-    epoch order keeps the earliest epoch.
-    """
-    if bin_width <= 0:
-        raise UsageError(f"bin_width must be positive, got {bin_width}.")
-    if len(points) == 0:
-        return []
-    x = np.asarray(points, dtype=np.float64)
-    if x.ndim != 2:
-        raise UsageError("points must be a list of equal-length tuples of metric values.")
-    if not np.isfinite(x).all():
-        raise UsageError("pareto_front got a NaN or infinite metric value; evaluate every checkpoint fully first.")
-    # Comparing integer bin indices equals comparing the reference's round(x / w) * w.
-    b = np.round(x / bin_width)
-    ge = (b[:, None, :] >= b[None, :, :]).all(-1)  # ge[i, j]: i at least as good as j everywhere
-    gt = (b[:, None, :] > b[None, :, :]).any(-1)
-    dominated = (ge & gt).any(0)
-    n = len(b)
-    equal = ge & ge.T
-    earlier_equal = (equal & np.tri(n, k=-1, dtype=bool).T).any(0)  # some i < j with the same bins
-    return [int(i) for i in np.flatnonzero(~dominated & ~earlier_equal)]

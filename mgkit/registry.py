@@ -44,6 +44,7 @@ class FamilyFacts:
     attributions: tuple[str, ...]  # attributions this family supports
     default_attribution: str
     exact_intgrad: bool  # IntGrad is exact in one pass (positively homogeneous network: X-DNN)
+    colour_explanations: bool  # its dynamic linear weights can be drawn in colour (B-cos; explain figures)
     lr: float
     batch_size: int
     train_epochs: int
@@ -57,11 +58,11 @@ class FamilyFacts:
 
 # In the report's order (tables list families this way).
 FAMILIES: dict[str, FamilyFacts] = {
-    "vanilla": FamilyFacts("vanilla", "vanilla", ("ixg", "gradcam", "intgrad"), "ixg", False,
+    "vanilla": FamilyFacts("vanilla", "vanilla", ("ixg", "gradcam", "intgrad"), "ixg", False, False,
                            lr=1e-5, batch_size=16, train_epochs=100, guide_epochs=50),
-    "xdnn": FamilyFacts("xdnn", "X-DNN", ("ixg", "gradcam", "intgrad"), "intgrad", True,
+    "xdnn": FamilyFacts("xdnn", "X-DNN", ("ixg", "gradcam", "intgrad"), "intgrad", True, False,
                         lr=1e-5, batch_size=16, train_epochs=100, guide_epochs=50),
-    "bcos": FamilyFacts("bcos", "B-cos", ("bcos", "ixg", "gradcam", "intgrad"), "bcos", False,
+    "bcos": FamilyFacts("bcos", "B-cos", ("bcos", "ixg", "gradcam", "intgrad"), "bcos", False, True,
                         lr=1e-4, batch_size=64, train_epochs=300, guide_epochs=50),
 }
 

@@ -22,6 +22,11 @@ from mgkit.errors import FormatError
 SCHEMA = "mgkit.result"
 SCHEMA_VERSION = 1
 KINDS = ("epoch", "run", "evaluation", "shift", "pareto")
+# The metrics a checkpoint is selected on (its validation Pareto front, the merged front of `evaluate
+# --pareto`), and the headline metrics a record compares with its baseline (`delta`, terminal tables).
+PARETO_KEYS = ("f1", "epg", "iou")
+HEADLINE_KEYS = ("f1", "precision", "recall", "accuracy", "mAP", "epg", "iou", "iou_chosen", "on_object",
+                 "worst_group", "mean_group", "overall")
 STAGES = ("train", "guide")
 IDENTITY_KEYS = ("run", "stage", "model", "family", "loss", "layer", "attribution", "lambda", "bbox_frac",
                  "dilate", "seed", "data", "data_hash", "dataset", "task", "classes", "checkpoint", "epoch",
@@ -87,6 +92,14 @@ def identity(config: Mapping[str, Any], *, family: str, data_hash: str | None, d
         # optional (records from before it lack it): which classes a guided step explains, for claim 11
         "targets": config.get("targets", "random") if guided else None,
     }
+
+
+def evaluation(split: str, attribution: str, layer: str, *, maps: str, iou_threshold: float,
+               chosen_threshold: float | None, threshold_split: str | None, **more: Any) -> dict[str, Any]:
+    """A record's `evaluation` block: how its metrics were measured (split, maps, IoU protocol), then
+    `more` (e.g. the data file and seed of `mgkit evaluate`)."""
+    return {"split": split, "attribution": attribution, "layer": layer, "maps": maps, "iou_threshold": iou_threshold,
+            "chosen_threshold": chosen_threshold, "threshold_split": threshold_split, **more}
 
 
 def record(kind: str, ident: Mapping[str, Any], **sections: Any) -> dict[str, Any]:

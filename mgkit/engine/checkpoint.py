@@ -8,7 +8,6 @@ reusing the model needs (weights, model name, classes, config, epoch, metrics, d
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
 from dataclasses import dataclass, field
@@ -24,21 +23,6 @@ from mgkit.errors import FormatError, MgkitError
 from mgkit.models import GuidedModel, Family, create_model, family_of
 
 CHECKPOINT_FORMAT = "mgkit-checkpoint"
-
-
-def data_fingerprint(ds) -> str:
-    """A cheap identity of a prepared data file: its root attributes and dataset shapes.
-
-    The attributes include the creation time and every preparation option, so two different
-    preparations never share a fingerprint, while hashing gigabytes of pixels is avoided.
-    """
-    h = hashlib.sha256()
-    for key in sorted(ds.h5.attrs.keys()):
-        h.update(f"{key}={ds.h5.attrs[key]!r};".encode())
-    for split in ds.splits:
-        for name, item in sorted(ds.h5[split].items()):
-            h.update(f"{split}/{name}{item.shape};".encode())
-    return h.hexdigest()[:16]
 
 
 def rng_state() -> dict[str, Any]:
@@ -170,6 +154,15 @@ class CheckpointInfo:
     @property
     def stage(self) -> str | None:
         return self.config.get("stage")
+
+    def own_setting(self) -> tuple[str, str]:
+        """The run's own attribution and layer: those it validated with (`--eval-attribution` /
+        `--eval-layer`, which default to its guidance attribution and layer), else the family's default
+        attribution at the input. Its best and Pareto checkpoints were selected on maps of this setting,
+        so `mgkit evaluate` scores and `mgkit explain` draws, by default, what that selection saw."""
+        cfg = self.config
+        attribution = cfg.get("eval_attribution") or cfg.get("attribution") or self.family.default_attribution
+        return attribution, cfg.get("eval_layer") or cfg.get("layer") or "input"
 
 
 def model_from_checkpoint(path: str | Path, *, device: str | torch.device = "cpu",

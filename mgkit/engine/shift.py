@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mgkit import results
-from mgkit.engine.assess import Evaluator, checkpoint_identity, delta
+from mgkit.engine.evaluate_stage import Evaluator, checkpoint_identity, delta
 from mgkit.errors import MgkitError
 
 SHIFTED = "test_shifted"

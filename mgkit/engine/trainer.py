@@ -1,6 +1,6 @@
 """The one training loop behind `mgkit train` (λ = 0) and `mgkit guide` (BCE + λ · L_loc), split the
 torchvision way: `setup` (processes, data checks, model, resume), `train_one_epoch`, `evaluate`
-(engine.evaluate), `end_of_epoch` (evaluation, metrics line, best / Pareto / last checkpoints) and `fit`.
+(engine.split_metrics), `end_of_epoch` (evaluation, metrics line, best / Pareto / last checkpoints) and `fit`.
 """
 
 from __future__ import annotations
@@ -20,53 +20,33 @@ from mgkit import results
 from mgkit import weights as imagenet_weights
 from mgkit.artifacts import file_sha256, provenance, write_json_atomic
 from mgkit.config import RunConfig, config_from_dict, resolve, save_yaml
-from mgkit.data.format import open_dataset
+from mgkit.data.facts import DataFacts, read_facts
 from mgkit.data.loader import H5Split, default_workers, make_loader
 from mgkit.engine import distributed as D
 from mgkit.engine import tensorboard
-from mgkit.engine.checkpoint import (check_compatible, data_fingerprint, load_checkpoint, non_finite_tensors,
+from mgkit.engine.checkpoint import (check_compatible, load_checkpoint, non_finite_tensors,
                                      save_checkpoint, set_rng_state)
-from mgkit.engine.evaluate import evaluate, headline, result_sections
+from mgkit.engine.split_metrics import evaluate, headline, result_sections
 from mgkit.engine.pareto import ParetoArchive
 from mgkit.engine.rundir import Run
 from mgkit.engine.step import StepSpec, train_step
-from mgkit.errors import MgkitError, UsageError
+from mgkit.errors import FormatError, MgkitError, UsageError
 from mgkit.models import GuidedModel, create_model
 from mgkit.progress import Reporter, log
 
 
-@dataclass
-class DataInfo:
-    """What a run needs to know about its data file, read once up front."""
-
-    path: str
-    classes: list[str]
-    fingerprint: str
-    mask_mode: str
-    image_size: tuple[int, int]
-    source: str
-    task: str
-    bbox_frac: float
-    group_names: list[str] | None
-
-    def as_dict(self) -> dict[str, Any]:
-        """What a checkpoint records about its training data."""
-        return {"path": self.path, "fingerprint": self.fingerprint, "image_size": list(self.image_size),
-                "dataset": self.source, "task": self.task, "bbox_frac": self.bbox_frac}
-
-
-def read_data_info(cfg: RunConfig) -> DataInfo:
-    """Open the data file once: its identity, and refusals of data a run cannot use (one line each)."""
-    with open_dataset(cfg.data) as ds:
-        for split in ("train", "val"):
-            if ds.split_info(split).num_images == 0:
-                raise MgkitError(f"{cfg.data}: the {split} split is empty; {cfg.stage} needs {split} images")
-        if cfg.stage == "guide" and not cfg.allow_unannotated:
-            if not bool(ds.split("train")["annotated"][:].any()):
-                raise MgkitError(f"{cfg.data}: no training image is annotated (bbox_frac {ds.bbox_frac:g}), so "
-                                 "guidance would have no localization term; pass --allow-unannotated to run anyway")
-        return DataInfo(str(cfg.data), list(ds.classes), data_fingerprint(ds), ds.mask_mode, tuple(ds.image_size),
-                        ds.source, ds.task, float(ds.bbox_frac), ds.split_info("val").group_names)
+def read_data_info(cfg: RunConfig) -> DataFacts:
+    """Read the data file's facts once, refusing data a run cannot use (one line each)."""
+    data = read_facts(cfg.data)
+    for split in ("train", "val"):
+        if split not in data.splits:
+            raise FormatError(f"{cfg.data}: no split '{split}' (has {', '.join(data.splits)})")
+        if data.num_images[split] == 0:
+            raise MgkitError(f"{cfg.data}: the {split} split is empty; {cfg.stage} needs {split} images")
+    if cfg.stage == "guide" and not cfg.allow_unannotated and data.annotated["train"] == 0:
+        raise MgkitError(f"{cfg.data}: no training image is annotated (bbox_frac {data.bbox_frac:g}), so "
+                         "guidance would have no localization term; pass --allow-unannotated to run anyway")
+    return data
 
 
 def _resolve(cfg: RunConfig) -> tuple[RunConfig, dict[str, Any] | None]:
@@ -82,7 +62,7 @@ class Trainer:
 
     cfg: RunConfig
     env: D.DistEnv
-    data: DataInfo
+    data: DataFacts
     run: Run
     model: GuidedModel
     optimizer: torch.optim.Optimizer
@@ -117,7 +97,7 @@ class Trainer:
 
     def checkpoint_args(self, epoch: int, metrics: dict[str, Any] | None) -> dict[str, Any]:
         return dict(model=self.model, model_name=self.cfg.model, classes=self.data.classes,
-                    config=self.cfg.to_dict(), epoch=epoch, metrics=metrics, data=self.data.as_dict())
+                    config=self.cfg.to_dict(), epoch=epoch, metrics=metrics, data=self.data.checkpoint_entry())
 
 
 def make_optimizer(params, lr: float, device: torch.device | str = "cpu") -> torch.optim.Optimizer:
@@ -171,7 +151,7 @@ def setup(cfg: RunConfig, env: D.DistEnv, restart: bool) -> Trainer:
                     if env.enabled else None)
     spec = StepSpec(loss=cfg.loss if cfg.stage == "guide" else None, attribution=cfg.attribution, layer=cfg.layer,
                     lam=cfg.lam, targets=cfg.targets, dilate=cfg.dilate, reduction=cfg.loc_reduction,
-                    size_alpha=cfg.size_alpha, ig_steps=cfg.ig_steps, outside=data.mask_mode == "outside",
+                    size_alpha=cfg.size_alpha, ig_steps=cfg.ig_steps, outside=data.outside,
                     amp=cfg.amp == "bf16", channels_last=cfg.channels_last)
     t = Trainer(cfg, env, data, run, model, optimizer, device, spec, forward_func, ParetoArchive(run.pareto_dir),
                 parent_sha256=file_sha256(cfg.init_from) if cfg.init_from else None)
@@ -257,23 +237,26 @@ def run_validation(t: Trainer, loader: DataLoader, epoch: int, rep: Reporter) ->
     cfg = t.cfg
     result = evaluate(t.model, loader, device=t.device, attribution=cfg.eval_attribution, layer=cfg.eval_layer,
                       outside=t.spec.outside, iou_threshold=cfg.iou_threshold, ig_steps=cfg.ig_steps,
-                      group_names=t.data.group_names, amp=t.spec.amp, channels_last=cfg.channels_last,
+                      group_names=t.data.group_names["val"], amp=t.spec.amp, channels_last=cfg.channels_last,
                       reporter=rep, description=f"val {epoch}")
     if not result["finite_logits"]:
         raise MgkitError(f"non-finite logits on val after epoch {epoch}; {t.last_good()}")
     return result
 
 
+def validation_block(cfg: RunConfig, chosen: float | None) -> dict[str, Any]:
+    """The `evaluation` block of a run's records: raw maps on val, the threshold chosen on val itself."""
+    return results.evaluation("val", cfg.eval_attribution, cfg.eval_layer, maps="raw", iou_threshold=cfg.iou_threshold,
+                              chosen_threshold=chosen, threshold_split="val" if chosen is not None else None)
+
+
 def epoch_record(t: Trainer, epoch: int, result: dict[str, Any] | None, stats: dict[str, Any] | None) -> dict[str, Any]:
     """One metrics.jsonl line (result record of kind "epoch"); the legacy keys epoch, val, train stay."""
     sections: dict[str, Any] = {"epoch": epoch}
     if result is not None:
-        sec = result_sections(result, t.data.classes, t.data.group_names)
+        sec = result_sections(result, t.data.classes, t.data.group_names["val"])
         m = sec["metrics"]
-        sections.update(sec, val=headline(result), evaluation={
-            "split": "val", "attribution": t.cfg.eval_attribution, "layer": t.cfg.eval_layer, "maps": "raw",
-            "iou_threshold": t.cfg.iou_threshold, "chosen_threshold": m["best_threshold"],
-            "threshold_split": "val" if m["best_threshold"] is not None else None})
+        sections.update(sec, val=headline(result), evaluation=validation_block(t.cfg, m["best_threshold"]))
     if stats is not None:
         sections.update(stats)
     return results.record("epoch", t.identity(epoch=epoch), **sections)
@@ -330,9 +313,7 @@ def summary_record(t: Trainer) -> dict[str, Any]:
         "last": str(run.last), "best": str(run.best), "world_size": t.env.world,
         "final": lines[-1].get("val") if lines else None,
         "metrics": best,
-        "evaluation": {"split": "val", "attribution": cfg.eval_attribution, "layer": cfg.eval_layer, "maps": "raw",
-                       "iou_threshold": cfg.iou_threshold, "chosen_threshold": best.get("best_threshold"),
-                       "threshold_split": "val" if best.get("best_threshold") is not None else None},
+        "evaluation": validation_block(cfg, best.get("best_threshold")),
         "chosen_threshold": best.get("best_threshold"),
         "training": {"epochs": len(trained),
                      "seconds_per_epoch": sum(x["seconds"] for x in trained) / len(trained) if trained else None,

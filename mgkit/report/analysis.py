@@ -25,6 +25,16 @@ LAYER_ORDER = LAYERS
 FAMILY_ORDER = tuple(FAMILIES)
 DROPS = (0.01, 0.05)
 SETTINGS = {("landbird", "waterbird"): "conventional", ("land", "water"): "reversed"}
+# How the report names a metric: (full: figure axes and titles, short: table headers and claims)
+METRIC_NAMES = {"f1": ("F1", "F1"), "epg": ("EPG", "EPG"), "iou": ("IoU", "IoU"),
+                "on_object": ("on-object energy", "on-object"), "worst": ("worst-group", "worst-group"),
+                "overall": ("overall", "overall")}
+
+
+def metric_name(metric: str, short: bool = False) -> str:
+    """The display name of a metric key (the key itself when it has none)."""
+    names = METRIC_NAMES.get(metric)
+    return metric if names is None else names[1 if short else 0]
 
 ConfigKey = tuple[str, str, str, str | None, str | None]  # dataset, model, family, eattr, elayer
 

@@ -11,8 +11,8 @@ from mgkit.artifacts import check_output, write_text_atomic
 from mgkit.errors import UsageError
 from mgkit.pipeline.experiments import BY_NAME, EXPERIMENTS
 from mgkit.progress import log
-from mgkit.report.analysis import Analysis
-from mgkit.report.claims import NAMES, PAPER_EFFECTS, Claim, Judge, all_claims, resolution, timings_from
+from mgkit.report.analysis import Analysis, metric_name
+from mgkit.report.claims import PAPER_EFFECTS, Claim, Judge, all_claims, resolution, timings_from
 from mgkit.report.paper_numbers import paper_tables
 from mgkit.report.records import load, to_points
 from mgkit.report.tables import Table, all_tables, pct_keys_for, to_csv, to_latex, to_markdown
@@ -73,7 +73,7 @@ def report_markdown(tables: dict[str, list[Table]], plots: list[Path], claims: l
                   "| differences without an interval | the paper's effects |", "|---|---|---|---|---|"]
         for m, single, diff, none in resolution(judge):
             f = lambda v: "—" if v is None else f"{100 * v:.1f} points"  # noqa: E731
-            lines.append(f"| {NAMES[m]} | {f(single)} | {f(diff)} | {none} | {PAPER_EFFECTS[m]} |")
+            lines.append(f"| {metric_name(m, short=True)} | {f(single)} | {f(diff)} | {none} | {PAPER_EFFECTS[m]} |")
         lines.append("")
     lines += selection_note(an)
     lines += ["## Claims (paper spec §8)", "",

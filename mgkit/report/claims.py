@@ -25,12 +25,10 @@ from typing import Any
 
 from mgkit.bootstrap import align, decode_per_image, paired_difference, ratio_terms
 from mgkit.report.analysis import (Analysis, best_point, config_key, config_sort, front, group_rows, loss_sort,
-                                   setting_of)
+                                   metric_name, setting_of)
 from mgkit.report.records import Point
 from mgkit.report.tables import best_over_seeds, over_seeds
 
-NAMES = {"epg": "EPG", "iou": "IoU", "f1": "F1", "on_object": "on-object", "worst": "worst-group",
-         "overall": "overall"}
 TOL = 0.005  # fronts: a winner's point at most 0.5 F1 points below the other's point still counts (reference binning)
 HOLDS, FAILS, UNCLEAR = "holds", "fails", "unclear"
 SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_MEASURED = "supported", "contradicted", "inconclusive", "not measured"
@@ -234,10 +232,10 @@ def _front_points(points: list[Point], key: str) -> list[Point]:
 # --------------------------------------------------------------------------------------------- claims 1, 2
 def claim_front(j: Judge, number: int, winner: str, metric: str, text: str) -> Claim:
     c = Claim(number, text, f"per (data set, model, attribution, layer) of the main comparison and each other loss: "
-              f"over the F1 range both {NAMES[metric]}-vs-F1 fronts cover, each point of the other loss's front is "
+              f"over the F1 range both {metric_name(metric, short=True)}-vs-F1 fronts cover, each point of the other loss's front is "
               f"compared with {winner}'s best point at F1 no more than {100 * TOL:.1f} lower; the check holds when "
               f"no comparison is clearly worse for {winner} and at least one is clearly better, fails when one is "
-              f"clearly worse", f"0 on {NAMES[metric]} (dominance has no size; the interval decides); "
+              f"clearly worse", f"0 on {metric_name(metric, short=True)} (dominance has no size; the interval decides); "
                                 f"{100 * TOL:.1f} F1 points of slack, the reference's checkpoint binning",
               "main", metric)
     an = j.an
@@ -269,7 +267,7 @@ def claim_front(j: Judge, number: int, winner: str, metric: str, text: str) -> C
                     vs.append(verdict_above(d, 0.0))
                     parts.append(f"at F1 {_p(q.m('f1'))}: {d.text()}")
                 v = FAILS if FAILS in vs else HOLDS if HOLDS in vs else UNCLEAR
-                c.add(v, f"{where} over F1 {_p(lo_f)}–{_p(hi_f)}, {NAMES[metric]} difference " + "; ".join(parts))
+                c.add(v, f"{where} over F1 {_p(lo_f)}–{_p(hi_f)}, {metric_name(metric, short=True)} difference " + "; ".join(parts))
     if not c.units:
         c.reason = f"no main-comparison configuration with {winner} and another loss"
     return c.decide()
@@ -296,7 +294,7 @@ def claim3(j: Judge) -> Claim:
                 if base is None or best is None:
                     continue
                 d = j.diff(best, bpt or base, m, b_num=base)
-                c.add(verdict_above(d, 0.01), f"{_name(ck)} {NAMES[m]}: baseline {base.text()}, best guided "
+                c.add(verdict_above(d, 0.01), f"{_name(ck)} {metric_name(m, short=True)}: baseline {base.text()}, best guided "
                       f"{j.num(best, m).text()} ({best.loss}, F1 {_p(best.m('f1'))}), gain {d.text()}")
     if not c.units:
         c.reason = "no final-layer configuration with a baseline and guided models"
@@ -343,11 +341,11 @@ def claim4(j: Judge) -> Claim:
                     continue
                 d = b["base"].minus(o["base"])
                 j.diffs.setdefault(m, []).append(d)
-                c.add(verdict_above(d, 0.0), f"{ds} baseline {NAMES[m]}: bcos {b['base'].text()} − {other} "
+                c.add(verdict_above(d, 0.0), f"{ds} baseline {metric_name(m, short=True)}: bcos {b['base'].text()} − {other} "
                                              f"{o['base'].text()} = {d.text()}")
                 if b["gain"] is not None and o["gain"] is not None:
                     g = b["gain"].minus(o["gain"])
-                    c.add(verdict_above(g, 0.0), f"{ds} {NAMES[m]} gain: bcos {b['gain'].text()} − {other} "
+                    c.add(verdict_above(g, 0.0), f"{ds} {metric_name(m, short=True)} gain: bcos {b['gain'].text()} − {other} "
                                                  f"{o['gain'].text()} = {g.text()}")
         order = [k for k in ("bcos", "xdnn", "vanilla") if (fam.get(k, {}).get("epg") or {}).get("best") is not None]
         for hi_f, lo_f in zip(order, order[1:]):
@@ -404,7 +402,7 @@ def claim5(j: Judge) -> Claim:
             loc = HOLDS if HOLDS in vl else FAILS if vl and all(v == FAILS for v in vl) else UNCLEAR
             c.add(all_of([verdict_above(df1, F1_GAIN), loc]),
                   f"{_name(ck)}: {w.loss} λ {'—' if w.lam is None else f'{w.lam:g}'}: F1 gain {df1.text()}, "
-                  + ", ".join(f"{NAMES[m]} gain {d.text()}" for m, d in dl))
+                  + ", ".join(f"{metric_name(m, short=True)} gain {d.text()}" for m, d in dl))
     if costs:
         vs = [v for v, _ in costs]
         v = HOLDS if HOLDS in vs else FAILS if all(x == FAILS for x in vs) else UNCLEAR
@@ -485,7 +483,7 @@ def claim7(j: Judge) -> Claim:
                 continue
             de, dl = j.diff(e0, e1, m), j.diff(l0, l1x, m)
             dd = dl.minus(de)
-            where = f"{_name(ck)} {NAMES[m]}, 0 → {100 * hi:g} % dilation"
+            where = f"{_name(ck)} {metric_name(m, short=True)}, 0 → {100 * hi:g} % dilation"
             c.add(verdict_below(de, ROBUST), f"{where}: Energy drop {de.text()}")
             c.add(verdict_above(dl, MARKED), f"{where}: L1 drop {dl.text()}")
             c.add(verdict_above(dd, 0.0), f"{where}: L1 drop − Energy drop {dd.text()}")
@@ -616,7 +614,7 @@ def claim10(j: Judge) -> Claim:
                     if a and b:
                         d = a.minus(b)
                         c.add(verdict_above(d, 0.0), f"{where}: {loss} {a.text()} − baseline {b.text()}, "
-                                                     f"{NAMES[m]} accuracy {d.text()}")
+                                                     f"{metric_name(m, short=True)} accuracy {d.text()}")
             a, b = side("energy", "worst"), side("l1", "worst")
             if a and b:
                 d = a.minus(b)

@@ -1,7 +1,7 @@
 """2-D Pareto fronts (both coordinates higher-is-better) and front-versus-front comparisons.
 
-`mgkit.metrics.pareto_front` bins metrics to the reference's 0.005 grid for checkpoint keeping; the tables
-compare exact test-set values, so this helper does not bin.
+The front itself is `mgkit.fronts.pareto_front`; the tables compare exact test-set values, so they
+call it without binning (checkpoint keeping bins to the reference's 0.005 grid).
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+
+from mgkit.fronts import pareto_front
 
 
 def front_2d(x: Sequence[float], y: Sequence[float]) -> list[int]:
@@ -19,17 +21,8 @@ def front_2d(x: Sequence[float], y: Sequence[float]) -> list[int]:
     """
     if len(x) != len(y):
         raise ValueError("x and y must have the same length")
-    if len(x) == 0:
-        return []
-    a = np.asarray(x, dtype=float)
-    b = np.asarray(y, dtype=float)
-    ge = (a[:, None] >= a[None, :]) & (b[:, None] >= b[None, :])  # ge[i, j]: i at least as good as j
-    gt = (a[:, None] > a[None, :]) | (b[:, None] > b[None, :])
-    dominated = (ge & gt).any(0)
-    same = (a[:, None] == a[None, :]) & (b[:, None] == b[None, :])
-    later_dup = (same & np.tri(len(a), k=-1, dtype=bool)).any(1)  # an earlier index has the same point
-    keep = np.flatnonzero(~dominated & ~later_dup)
-    return [int(i) for i in keep[np.argsort(a[keep], kind="stable")]]
+    keep = pareto_front(list(zip(x, y)), bin_width=None)
+    return sorted(keep, key=lambda i: x[i])  # stable: equal x keep index order
 
 
 def covered(front: Sequence[tuple[float, float]], others: Sequence[tuple[float, float]], tol: float = 0.0

@@ -13,7 +13,7 @@ from typing import Any
 from mgkit.bootstrap import combine_seeds
 from mgkit.pipeline.experiments import BY_NAME, EXPERIMENTS
 from mgkit.report.analysis import (DROPS, Analysis, best_point, condition_sort, config_sort, group_rows, loss_sort,
-                                   mean_or_none, setting_of, std_or_none)
+                                   mean_or_none, metric_name, setting_of, std_or_none)
 
 DASH = "—"
 
@@ -251,7 +251,7 @@ def comparison_tables(an: Analysis, experiment: str) -> list[Table]:
 
 
 def _m(an: Analysis, m: str) -> str:
-    return {"epg": "EPG", "iou": "IoU", "on_object": "on-object", "f1": "F1"}[m]
+    return metric_name(m, short=True)
 
 
 def shift_values(p) -> tuple[float | None, float | None]:

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from mgkit.cli import app
 from mgkit.config import build_config
 from mgkit.engine import trainer as T
-from mgkit.engine.assess import (DataContext, EvalOptions, Evaluator, merged_front, pareto_record,
-                                 select_on_validation)
+from mgkit.data.facts import DataFacts
+from mgkit.engine.evaluate_stage import EvalOptions, Evaluator, merged_front, pareto_record, select_on_validation
 from mgkit.engine.shift import shift_splits
 from mgkit.errors import MgkitError
 from mgkit.results import read_records
@@ -207,7 +207,8 @@ def test_mismatched_checkpoint_and_data_refused(runs, tiny_birds):
 
 
 def test_shift_needs_groups_or_shifted_split(tiny_data):
-    ctx = DataContext("x.h5", ["a"], (32, 32), "f", ["train", "val", "test"], False, {"test": None}, {"test": 4})
+    ctx = DataFacts("x.h5", ["a"], (32, 32), "f", ["train", "val", "test"], False, {"test": None}, {"test": 4},
+                    source="synthetic", task="multilabel", bbox_frac=1.0, annotated={"test": 4})
     ev = Evaluator.__new__(Evaluator)
     ev.ctx = ctx
     with pytest.raises(MgkitError, match="no groups on its test split and no test_shifted"):
@@ -233,7 +234,7 @@ def test_evaluate_with_a_captum_method(runs, tiny_data, tmp_path):
 
 @pytest.mark.parametrize("command", ["evaluate", "shift"])
 def test_a_baseline_that_does_not_fit_is_refused_before_the_first_pass(runs, tiny_data, monkeypatch, command):
-    from mgkit.engine.assess import Evaluator as E
+    from mgkit.engine.evaluate_stage import Evaluator as E
 
     def no_pass(*a, **k):
         raise AssertionError("a pass ran before the baseline was checked")
@@ -256,9 +257,9 @@ def test_out_jsonl_is_one_line_that_tables_reads(runs, tiny_data, tmp_path):
 def test_pareto_checkpoints_are_all_checked_before_the_first_pass(runs, tiny_data, tmp_path, monkeypatch):
     import shutil
 
-    from mgkit.engine.assess import Evaluator as E
+    from mgkit.engine.evaluate_stage import Evaluator as E
 
-    from mgkit.engine.assess import select_on_validation
+    from mgkit.engine.evaluate_stage import select_on_validation
 
     copies = [tmp_path / "g1", tmp_path / "g2"]
     for run in copies:

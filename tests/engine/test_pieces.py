@@ -15,7 +15,7 @@ from helpers import perturb_
 from mgkit.data.loader import Batch, H5Split, ignore_stop_signals, make_loader, pad_boxes
 from mgkit.engine.checkpoint import (export_state_dict, model_from_checkpoint, save_checkpoint,
                                      set_rng_state, rng_state)
-from mgkit.engine.evaluate import evaluate, headline, result_sections
+from mgkit.engine.split_metrics import evaluate, headline, result_sections
 from mgkit.engine.pareto import ParetoArchive
 from mgkit.errors import FormatError, MgkitError
 from mgkit.models import create_model

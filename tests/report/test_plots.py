@@ -4,7 +4,7 @@ import numpy as np
 from PIL import Image
 
 from mgkit.report.analysis import Analysis
-from mgkit.report.plots import BASELINE_GID, pareto_figure, save_figure
+from mgkit.report.plots import BASELINE_GID, pareto_figure, save_plot
 from mgkit.report.records import Source, to_points
 
 from fabricate import main_records
@@ -31,7 +31,7 @@ def test_epg_plot_content(tmp_path):
     assert ax.get_xlabel() == "F1 (%)" and ax.get_ylabel() == "EPG (%)"
     assert any(t.get_text() == "not measured" for t in axes["resnet18 · ixg · input"].texts)
 
-    paths = save_figure(fig, tmp_path / "pareto-epg")
+    paths = save_plot(fig, tmp_path / "pareto-epg")
     assert [p.suffix for p in paths] == [".png", ".pdf"]
     assert all(p.stat().st_size > 10_000 for p in paths)
     img = np.asarray(Image.open(paths[0]).convert("RGB")).astype(int)

@@ -29,6 +29,7 @@ import contextlib
 import io
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,41 @@ def plan(root: Path | None = None, year: str = "2014", train_split_file: Path | 
         return path
 
     # Each split: (annotations, image ids, image folder).
+    chosen, mode = _train_val(annotations, image_dir, train_ann, train_dir, train_split_file, val_split_file,
+                              val_ann_file, val_image_dir, val_frac, seed, files, notes)
+    if test_ann is not None:
+        test = annotations(test_ann, "test", "--test-ann-file")
+        chosen["test"] = (test, sorted(test.coco.imgs), image_dir(test_dir, "test", "--test-image-dir"))
+    else:
+        notes.append("no test annotations (give --root or --test-ann-file): no test split")
+
+    classes, splits = _records(chosen, include_crowd, notes)
+    orphans, warnings = _orphans(chosen)
+    provenance: dict[str, Any] = {
+        "source_root": str(root) if root is not None else None,
+        "year": year,
+        "split_mode": mode,
+        "val_frac": val_frac if mode == "seeded" else None,
+        "split_seed": seed if mode == "seeded" else None,
+        "include_crowd": include_crowd,
+        "files": {role: str(p) for role, p in files.items()},
+        "files_sha256": {role: file_sha256(p) for role, p in files.items()},
+        "image_dirs": {s: str(folder) for s, (_, _, folder) in chosen.items()},
+        "annotations_without_image": orphans,
+    }
+    return SourcePlan(source="coco", task="multilabel", classes=classes, splits=splits, load=load,
+                      provenance=provenance, notes=notes, warnings=warnings,
+                      source_stats={"annotations_without_image": sum(orphans.values())})
+
+
+def _train_val(annotations: Callable[[Path | None, str, str], _Annotations],
+               image_dir: Callable[[Path | None, str, str], Path], train_ann: Path | None, train_dir: Path | None,
+               train_split_file: Path | None, val_split_file: Path | None, val_ann_file: Path | None,
+               val_image_dir: Path | None, val_frac: float, seed: int, files: dict[str, Path],
+               notes: list[str]) -> tuple[dict[str, tuple[_Annotations, list[int], Path]], str]:
+    """The train and val splits (annotations, image ids, image folder) and how they were chosen: from a
+    val annotation file, from split files (the rest of the train JSON fills the other split) or by a
+    seeded split of the train JSON."""
     chosen: dict[str, tuple[_Annotations, list[int], Path]] = {}
     split_files = {"train": train_split_file, "val": val_split_file}
     picked: dict[str, tuple[_Annotations, list[int]]] = {}
@@ -156,12 +192,12 @@ def plan(root: Path | None = None, year: str = "2014", train_split_file: Path | 
         if split in picked and split not in chosen:
             ann, ids = picked[split]
             chosen[split] = (ann, ids, image_dir(train_dir, "train", "--train-image-dir"))
-    if test_ann is not None:
-        test = annotations(test_ann, "test", "--test-ann-file")
-        chosen["test"] = (test, sorted(test.coco.imgs), image_dir(test_dir, "test", "--test-image-dir"))
-    else:
-        notes.append("no test annotations (give --root or --test-ann-file): no test split")
+    return chosen, mode
 
+
+def _records(chosen: dict[str, tuple[_Annotations, list[int], Path]], include_crowd: bool,
+             notes: list[str]) -> tuple[list[str], dict[str, list[Record]]]:
+    """The class names (the shared category list; a note when it is not COCO's 80) and each split's records."""
     first = next(iter(chosen.values()))[0]
     for ann, _, _ in chosen.values():
         if ann.categories != first.categories:
@@ -176,6 +212,11 @@ def plan(root: Path | None = None, year: str = "2014", train_split_file: Path | 
         if split in chosen:
             ann, ids, folder = chosen[split]
             splits[split] = [_record(ann, i, folder, index, include_crowd) for i in ids]
+    return classes, splits
+
+
+def _orphans(chosen: dict[str, tuple[_Annotations, list[int], Path]]) -> tuple[dict[str, int], list[str]]:
+    """Per annotation file, the annotations naming an image it lacks (dropped), and a warning for each file."""
     warnings: list[str] = []
     orphans: dict[str, int] = {}
     for ann in {id(a): a for a, _, _ in chosen.values()}.values():
@@ -183,21 +224,7 @@ def plan(root: Path | None = None, year: str = "2014", train_split_file: Path | 
             orphans[str(ann.path)] = ann.orphans
             warnings.append(f"{ann.path}: {ann.orphans} annotations name an image_id that is not in 'images' "
                             f"(e.g. {ann.orphan_example!r}); they were dropped")
-    provenance: dict[str, Any] = {
-        "source_root": str(root) if root is not None else None,
-        "year": year,
-        "split_mode": mode,
-        "val_frac": val_frac if mode == "seeded" else None,
-        "split_seed": seed if mode == "seeded" else None,
-        "include_crowd": include_crowd,
-        "files": {role: str(p) for role, p in files.items()},
-        "files_sha256": {role: file_sha256(p) for role, p in files.items()},
-        "image_dirs": {s: str(folder) for s, (_, _, folder) in chosen.items()},
-        "annotations_without_image": orphans,
-    }
-    return SourcePlan(source="coco", task="multilabel", classes=classes, splits=splits, load=load,
-                      provenance=provenance, notes=notes, warnings=warnings,
-                      source_stats={"annotations_without_image": sum(orphans.values())})
+    return orphans, warnings
 
 
 def _layout_hint(root: Path, path: Path, what: str, year: str, option: str) -> str:

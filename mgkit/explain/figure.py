@@ -31,11 +31,12 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
-from mgkit.artifacts import atomic_path
+from mgkit import registry
+from mgkit.artifacts import save_figure
 from mgkit.errors import UsageError
 
 __all__ = ["Pairs", "ModelMaps", "ground_truth_pairs", "check_method", "default_layer", "explanation_pairs",
-           "render_explanations", "save_figure"]
+           "render_explanations"]
 
 HEAT_CMAP = "jet"
 CELL_IN = 1.8  # inches per grid cell: at dpi 100 a 16-image figure stays legible and under ~4000 px high
@@ -153,9 +154,11 @@ def _epg(maps: torch.Tensor, boxes: torch.Tensor, cls: torch.Tensor, outside: bo
     return torch.where(has_box, values, torch.full_like(values, float("nan")))
 
 
-def _is_bcos(model: Any) -> bool:
+def _colour_by_default(model: Any) -> bool:
+    """Whether the model's family draws its explanations in colour (the registry says; B-cos does)."""
     family = getattr(model, "family", None)
-    return getattr(family, "name", family) == "bcos"  # a Family record (or a plain name)
+    facts = getattr(family, "facts", None) or registry.FAMILIES.get(family)  # a Family record or a name
+    return bool(facts and facts.colour_explanations)
 
 
 def _dynamic_weights(model: Any, x: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
@@ -214,7 +217,7 @@ def explanation_pairs(model: Any, images: np.ndarray, labels: np.ndarray, boxes:
     cls = torch.as_tensor(pairs.classes, device=device)
     maps = _maps(model, x, img, cls, method, layer, chunk, ig_steps).float()
     epg = _epg(maps, _pad_boxes(boxes).to(device)[img], cls, outside)
-    want_colour = _is_bcos(model) if colour is None else colour
+    want_colour = _colour_by_default(model) if colour is None else colour
     colours = bcos_colour_images(model, x[img], cls, chunk) if want_colour else None
     return pairs, ModelMaps(label or getattr(model, "name", "model"), maps.cpu().numpy(), epg.cpu().numpy(), colours)
 
@@ -272,6 +275,71 @@ def _check_inputs(images: np.ndarray, boxes: Sequence[np.ndarray], pairs: Pairs,
                              f"[{len(pairs.image)}, {images.shape[1]}, {images.shape[2]}, 4].")
 
 
+def _image_panel(ax: Any, image: np.ndarray, boxes: np.ndarray, colours: Sequence[Any], class_names: Sequence[str],
+                 name: str, first: bool) -> None:
+    """The first column: the image with every box, named by its id."""
+    ax.imshow(image, interpolation="nearest")
+    _draw_boxes(ax, boxes, colours, class_names)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_ylabel(name, fontsize=7)
+    if first:
+        ax.set_title("image, boxes", fontsize=7)
+
+
+def _map_panels(fig: Figure, grid: Any, i: int, col: int, m: ModelMaps, p: int, c: int, gray: np.ndarray,
+                boxes: np.ndarray, colours: Sequence[Any], class_names: Sequence[str], heat: ScalarMappable,
+                cell: float) -> None:
+    """Pair p (image row i, class c) of model m: its heat map over the dimmed image, and the B-cos colour
+    image beside it when the model has one."""
+    epg = "" if m.epg is None or not np.isfinite(m.epg[p]) else f", EPG {float(m.epg[p]):.2f}"
+    ax = fig.add_subplot(grid[i, col], label=f"map:{m.label}:{i}:{c}")
+    # dimmed grey image under the heat map keeps the scene readable
+    ax.imshow(gray, cmap="gray", vmin=-0.6, vmax=1.4, interpolation="nearest")
+    v = _positive_normalised(m.maps[p])
+    # opacity grows with the value, so zero attribution leaves the image visible
+    ax.imshow(v, cmap=HEAT_CMAP, norm=heat.norm, alpha=np.clip(1.2 * v, 0, 0.85), interpolation="nearest")
+    _draw_boxes(ax, boxes, colours, None, only=c, width=1.2)
+    head = f"{m.label}: {class_names[c]}{epg}"
+    if len(head) > cell * 72 / (7 * 0.55):  # wider than its panel: label on a line of its own
+        head = f"{m.label}\n{class_names[c]}{epg}"
+    ax.set_title(head, fontsize=7, color=colours[c][:3], linespacing=1.1)
+    ax.set_axis_off()
+    if m.colour is not None:
+        ax = fig.add_subplot(grid[i, col + 1], label=f"colour:{m.label}:{i}:{c}")
+        ax.set_facecolor("black")
+        ax.imshow(np.clip(m.colour[p], 0, 1), interpolation="bilinear")
+        ax.set_title(f"{class_names[c]}: B-cos W(x)", fontsize=7)
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+
+def _separators(fig: Figure, grid: Any, widths: Sequence[int], slots: int, bottom: float, top: float) -> None:
+    """A thin rule between the image column and each model's block tells the blocks apart at a glance."""
+    start = 1
+    for w in widths:
+        left = grid[0, start - 1].get_position(fig).x1
+        right = grid[0, start].get_position(fig).x0
+        fig.add_artist(Line2D([(left + right) / 2] * 2, [bottom, top], color="0.6", linewidth=0.8, label="separator"))
+        start += slots * w
+
+
+def _legend_title_colourbar(fig: Figure, heat: ScalarMappable, colours: Sequence[Any], class_names: Sequence[str],
+                            title: str | None, legend_cols: int, legend_top: float, width_in: float) -> None:
+    """The class legend and title above the grid, the colour bar below it."""
+    height = fig.get_figheight()
+    legend = [Patch(facecolor=colours[k], label=name) for k, name in enumerate(class_names)]
+    fig.legend(handles=legend, loc="upper center", ncol=legend_cols, fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, 1 - legend_top / height))
+    if title:
+        fig.suptitle(title, fontsize=9, y=1 - 0.05 / height, va="top", linespacing=1.3)
+    bar = fig.add_axes((0.3, 0.5 / height, 0.4, 0.12 / height), label="colorbar")
+    cb = fig.colorbar(heat, cax=bar, orientation="horizontal")
+    cb.set_label(textwrap.fill("positive attribution / its maximum (per map); outlines: boxes of the explained class",
+                               max(30, int(width_in * 72 / (7 * 0.55)))), fontsize=7)
+    cb.ax.tick_params(labelsize=6)
+
+
 def render_explanations(images: np.ndarray, boxes: Sequence[np.ndarray], class_names: Sequence[str],
                         pairs: Pairs, models: Sequence[ModelMaps], out: str | Path | None = None, *,
                         ids: Sequence[str] | None = None, title: str | None = None, dpi: int = 100,
@@ -307,14 +375,8 @@ def render_explanations(images: np.ndarray, boxes: Sequence[np.ndarray], class_n
                             wspace=0.06, hspace=0.28)
     heat = ScalarMappable(norm=Normalize(0, 1), cmap=HEAT_CMAP)
     for i in range(n):
-        ax = fig.add_subplot(grid[i, 0], label=f"image:{i}")
-        ax.imshow(images[i], interpolation="nearest")
-        _draw_boxes(ax, boxes[i], colours, class_names)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_ylabel(ids[i] if ids is not None else f"#{i}", fontsize=7)
-        if i == 0:
-            ax.set_title("image, boxes", fontsize=7)
+        _image_panel(fig.add_subplot(grid[i, 0], label=f"image:{i}"), images[i], boxes[i], colours, class_names,
+                     ids[i] if ids is not None else f"#{i}", first=i == 0)
         gray = images[i].astype(np.float64).mean(-1) / 255.0
         col = 1
         for m, w in zip(models, widths):
@@ -323,60 +385,12 @@ def render_explanations(images: np.ndarray, boxes: Sequence[np.ndarray], class_n
                 if p is None:
                     for k in range(w):
                         fig.add_subplot(grid[i, col + k], label="empty").set_axis_off()
-                    col += w
-                    continue
-                c = int(pairs.classes[p])
-                epg = "" if m.epg is None or not np.isfinite(m.epg[p]) else f", EPG {float(m.epg[p]):.2f}"
-                ax = fig.add_subplot(grid[i, col], label=f"map:{m.label}:{i}:{c}")
-                # dimmed grey image under the heat map keeps the scene readable
-                ax.imshow(gray, cmap="gray", vmin=-0.6, vmax=1.4, interpolation="nearest")
-                v = _positive_normalised(m.maps[p])
-                # opacity grows with the value, so zero attribution leaves the image visible
-                ax.imshow(v, cmap=HEAT_CMAP, norm=heat.norm, alpha=np.clip(1.2 * v, 0, 0.85),
-                          interpolation="nearest")
-                _draw_boxes(ax, boxes[i], colours, None, only=c, width=1.2)
-                head = f"{m.label}: {class_names[c]}{epg}"
-                if len(head) > cell * 72 / (7 * 0.55):  # wider than its panel: label on a line of its own
-                    head = f"{m.label}\n{class_names[c]}{epg}"
-                ax.set_title(head, fontsize=7, color=colours[c][:3], linespacing=1.1)
-                ax.set_axis_off()
-                if m.colour is not None:
-                    ax = fig.add_subplot(grid[i, col + 1], label=f"colour:{m.label}:{i}:{c}")
-                    ax.set_facecolor("black")
-                    ax.imshow(np.clip(m.colour[p], 0, 1), interpolation="bilinear")
-                    ax.set_title(f"{class_names[c]}: B-cos W(x)", fontsize=7)
-                    ax.set_xticks([])
-                    ax.set_yticks([])
+                else:
+                    _map_panels(fig, grid, i, col, m, p, int(pairs.classes[p]), gray, boxes[i], colours, class_names,
+                                heat, cell)
                 col += w
-    # a thin rule between the image column and each model's block tells the blocks apart at a glance
-    start = 1
-    for w in widths:
-        left = grid[0, start - 1].get_position(fig).x1
-        right = grid[0, start].get_position(fig).x0
-        fig.add_artist(Line2D([(left + right) / 2] * 2, [footer / height, 1 - header / height], color="0.6",
-                              linewidth=0.8, label="separator"))
-        start += slots * w
-    legend = [Patch(facecolor=colours[k], label=name) for k, name in enumerate(class_names)]
-    fig.legend(handles=legend, loc="upper center", ncol=legend_cols, fontsize=8, frameon=False,
-               bbox_to_anchor=(0.5, 1 - legend_top / height))
-    if title:
-        fig.suptitle(title, fontsize=9, y=1 - 0.05 / height, va="top", linespacing=1.3)
-    bar = fig.add_axes((0.3, 0.5 / height, 0.4, 0.12 / height), label="colorbar")
-    cb = fig.colorbar(heat, cax=bar, orientation="horizontal")
-    cb.set_label(textwrap.fill("positive attribution / its maximum (per map); outlines: boxes of the explained class",
-                               max(30, int(width_in * 72 / (7 * 0.55)))), fontsize=7)
-    cb.ax.tick_params(labelsize=6)
+    _separators(fig, grid, widths, slots, footer / height, 1 - header / height)
+    _legend_title_colourbar(fig, heat, colours, class_names, title, legend_cols, legend_top, width_in)
     if out is not None:
         save_figure(fig, out)
     return fig
-
-
-def save_figure(fig: Figure, out: str | Path) -> Path:
-    """Write `fig` as PNG or PDF (by the suffix), atomically: a failed write leaves no partial file."""
-    out = Path(out)
-    fmt = out.suffix.lower().lstrip(".")
-    if fmt not in ("png", "pdf"):
-        raise UsageError(f"--out {out}: the figure is written as .png or .pdf, not {out.suffix or 'no suffix'}.")
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format=fmt, dpi=fig.dpi)
-    return out

@@ -1,4 +1,5 @@
-"""Batched evaluation of one split: classification metrics and localization over (image, class) pairs."""
+"""One pass over a split: classification metrics and localization over (image, class) pairs (the
+validation pass of training, and each split that `mgkit evaluate` scores)."""
 
 from __future__ import annotations
 

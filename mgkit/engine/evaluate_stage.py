@@ -17,21 +17,18 @@ import torch
 
 from mgkit import results
 from mgkit.attribution import PostProcess, evaluation_maps, post_process
-from mgkit.data.format import open_dataset
+from mgkit.data.facts import DataFacts, read_facts
 from mgkit.data.loader import H5Split, default_workers, make_loader
-from mgkit.engine.checkpoint import CheckpointInfo, data_fingerprint, model_from_checkpoint
+from mgkit.engine.checkpoint import CheckpointInfo, model_from_checkpoint
 from mgkit.engine.distributed import DistEnv, pick_device
-from mgkit.engine.evaluate import evaluate, result_sections
 from mgkit.engine.rundir import Run
+from mgkit.engine.split_metrics import evaluate, result_sections
 from mgkit.errors import MgkitError, UsageError
+from mgkit.fronts import pareto_front
 from mgkit.losses import LOSS_POSTPROCESS
-from mgkit.metrics import pareto_front
 from mgkit.models import GuidedModel
 from mgkit.progress import Reporter, log
-
-PARETO_KEYS = ("f1", "epg", "iou")
-DELTA_KEYS = ("f1", "precision", "recall", "accuracy", "mAP", "epg", "iou", "iou_chosen", "on_object",
-              "worst_group", "mean_group", "overall")
+from mgkit.results import HEADLINE_KEYS, PARETO_KEYS
 
 
 @dataclass(frozen=True)
@@ -62,34 +59,6 @@ class EvalOptions:
             value = getattr(self, f.name)
             if f.name in EVALUATE and value is not None:
                 coerce(EVALUATE[f.name], value)
-
-
-@dataclass(frozen=True)
-class DataContext:
-    """The evaluated data file, read once."""
-
-    path: str
-    classes: list[str]
-    image_size: tuple[int, int]
-    fingerprint: str
-    splits: list[str]
-    outside: bool
-    group_names: dict[str, list[str] | None]
-    num_images: dict[str, int]
-
-    def require(self, split: str, flag: str = "--split") -> None:
-        if split not in self.splits:
-            raise MgkitError(f"{self.path} has no split {split!r} ({flag}); it has {', '.join(self.splits)}")
-        if self.num_images[split] == 0:
-            raise MgkitError(f"{self.path}: the {split} split is empty ({flag})")
-
-
-def read_data(path: str) -> DataContext:
-    with open_dataset(path) as ds:
-        infos = {s: ds.split_info(s) for s in ds.splits}
-        return DataContext(str(path), list(ds.classes), tuple(ds.image_size), data_fingerprint(ds), list(ds.splits),
-                           ds.mask_mode == "outside", {s: i.group_names for s, i in infos.items()},
-                           {s: i.num_images for s, i in infos.items()})
 
 
 def maps_for(method: str):
@@ -139,21 +108,13 @@ def checkpoint_identity(info: CheckpointInfo) -> dict[str, Any]:
                             parent_sha256=_parent_sha(run))
 
 
-def own_setting(info: CheckpointInfo) -> tuple[str, str]:
-    """The attribution and layer a run validated with (its guidance ones, or the family default at the input)."""
-    cfg = info.config
-    attribution = cfg.get("eval_attribution") or cfg.get("attribution") or info.family.default_attribution
-    layer = cfg.get("eval_layer") or cfg.get("layer") or "input"
-    return attribution, layer
-
-
 class Evaluator:
     """Scores checkpoints on one data file with one set of options (device and loaders built once)."""
 
-    def __init__(self, opts: EvalOptions, ctx: DataContext | None = None):
+    def __init__(self, opts: EvalOptions, ctx: DataFacts | None = None):
         opts.check()
         self.opts = opts
-        self.ctx = ctx or read_data(opts.data)
+        self.ctx = ctx or read_facts(opts.data)
         self.ctx.require(opts.split)
         if opts.threshold_split is not None:
             self.ctx.require(opts.threshold_split, "--threshold-split")
@@ -169,7 +130,7 @@ class Evaluator:
 
     def setting(self, model: GuidedModel, info: CheckpointInfo,
                 attribution: str | None = None, layer: str | None = None) -> tuple[str, str, PostProcess]:
-        own_attr, own_layer = own_setting(info)
+        own_attr, own_layer = info.own_setting()
         attribution = attribution or self.opts.attribution or own_attr
         layer = layer or self.opts.layer or own_layer
         if not attribution.startswith("captum:") and attribution not in model.supported_attributions:
@@ -216,10 +177,10 @@ class Evaluator:
             sec["metrics"]["iou_chosen"] = None
         if not res["finite_logits"]:
             log(f"warning: {info.path} gives non-finite logits on {split}", quiet=self.opts.quiet)
-        sec["evaluation"] = {"split": split, "attribution": attribution, "layer": layer, "maps": self.opts.maps,
-                             "iou_threshold": self.opts.iou_threshold, "chosen_threshold": chosen,
-                             "threshold_split": tsplit, "data": self.ctx.path, "data_hash": self.ctx.fingerprint,
-                             "images": res["images"], "seed": self.opts.seed}
+        sec["evaluation"] = results.evaluation(
+            split, attribution, layer, maps=self.opts.maps, iou_threshold=self.opts.iou_threshold,
+            chosen_threshold=chosen, threshold_split=tsplit, data=self.ctx.path, data_hash=self.ctx.fingerprint,
+            images=res["images"], seed=self.opts.seed)
         return sec
 
     def check_checkpoints(self, paths: list[str | Path]) -> None:
@@ -257,7 +218,7 @@ class Evaluator:
 def delta(metrics: dict[str, Any], base: dict[str, Any]) -> dict[str, float | None]:
     """metrics - base for every headline metric (None where either is undefined)."""
     return {k: (None if metrics.get(k) is None or base.get(k) is None else float(metrics[k]) - float(base[k]))
-            for k in DELTA_KEYS if k in metrics or k in base}
+            for k in HEADLINE_KEYS if k in metrics or k in base}
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ from PIL import Image
 from mgkit.attribution import attribute
 from mgkit.errors import UsageError
 from mgkit.models import create_model
-from mgkit.report import explain
-from mgkit.report.explain import (ModelMaps, Pairs, explanation_pairs, ground_truth_pairs, render_explanations,
+from mgkit.explain import figure
+from mgkit.explain.figure import (ModelMaps, Pairs, explanation_pairs, ground_truth_pairs, render_explanations,
                                   save_figure)
 
 CLASSES = ["circle", "square", "triangle"]
@@ -183,7 +183,7 @@ def test_bcos_colour_images_come_from_the_dynamic_linear_map():
     # the weights the colour image is drawn from: W(x) . x summed over the 6 channels is the B-cos map
     x = model.prepare_input(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255)[pairs.image]
     cls = torch.from_numpy(pairs.classes)
-    w = explain._dynamic_weights(model, x, cls)
+    w = figure._dynamic_weights(model, x, cls)
     np.testing.assert_allclose((w * x).sum(1).numpy(), maps.maps, rtol=1e-4, atol=1e-6)
     # colour channel r: the weight of r against 1-r after clamping negative weights, where alpha > 0
     r, inv = w[:, 0].clamp(min=0), w[:, 3].clamp(min=0)

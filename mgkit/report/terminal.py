@@ -7,8 +7,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-HEADLINE = ("f1", "precision", "recall", "accuracy", "mAP", "epg", "iou", "iou_chosen", "on_object",
-            "worst_group", "mean_group", "overall")
+from mgkit.results import HEADLINE_KEYS
+
 
 
 def _num(v: Any, signed: bool = False) -> str:
@@ -40,7 +40,7 @@ def show_evaluation(rec: dict[str, Any], console: Console | None = None) -> None
         t.add_column("baseline", justify="right")
         t.add_column("Δ", justify="right")
     m = rec["metrics"]
-    for k in HEADLINE:
+    for k in HEADLINE_KEYS:
         if m.get(k) is None and (not base or base["metrics"].get(k) is None):
             continue
         row = [k, _num(m.get(k))]

@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 
 from mgkit.cli import app
 from mgkit.data.format import open_dataset
-from mgkit.engine.checkpoint import data_fingerprint, save_checkpoint
+from mgkit.data.facts import data_fingerprint
+from mgkit.engine.checkpoint import save_checkpoint
 from mgkit.models import create_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -6,9 +6,10 @@ Only the chosen images are read from the HDF5 file.
 
 Attribution and layer of each model: `--attribution` / `--layer` when given (an explicit attribution
 without `--layer` is drawn at the input, or at "final" for gradcam and captum layer methods); otherwise a
-guided checkpoint's own training attribution and layer, and for a baseline (train stage) the attribution
-and layer of a guided model of the same family in the figure (a like-for-like comparison), or else the
-family's default attribution at the input.
+guided checkpoint's own setting (`CheckpointInfo.own_setting`: the attribution and layer it validated
+with, as `mgkit evaluate` uses), and for a baseline (train stage) the setting of a guided model of the
+same family in the figure (a like-for-like comparison), or else the family's default attribution at the
+input.
 
 Writes the figure (.png or .pdf; `pdf=True` adds a PDF beside a PNG) and a JSON sidecar (same stem,
 .json) naming what was drawn: each model's result-schema identity, attribution and layer, the data file's
@@ -26,11 +27,12 @@ import numpy as np
 import torch
 
 from mgkit import results
-from mgkit.artifacts import check_output, provenance, write_text_atomic
+from mgkit.artifacts import check_output, provenance, save_figure, write_text_atomic
+from mgkit.data.facts import DataFacts, read_facts
 from mgkit.errors import MgkitError, UsageError
 from mgkit.progress import log
-from mgkit.report.explain import (ModelMaps, Pairs, check_method, default_layer, explanation_pairs,
-                                  render_explanations, save_figure)
+from mgkit.explain.figure import (ModelMaps, Pairs, check_method, default_layer, explanation_pairs,
+                                  render_explanations)
 
 __all__ = ["Selection", "read_selection", "parse_ids", "explain"]
 
@@ -112,19 +114,16 @@ def _resolve_methods(models: list[_Model], attribution: str | None, layer: str |
     """Fill each model's attribution and layer (module docstring) and refuse unusable ones."""
     guided = [m for m in models if m.info.stage == "guide"]
     for m in models:
-        cfg = m.info.config
+        # a baseline is drawn like a guided model of its family in the figure (like for like)
+        peer = m if m.info.stage == "guide" else next(
+            (g for g in guided if g.info.family.name == m.info.family.name), None)
         if attribution is not None:
             m.method, m.layer = attribution, layer or default_layer(attribution)
-        elif m.info.stage == "guide":
-            m.method = cfg.get("attribution") or m.info.family.default_attribution
-            m.layer = layer or cfg.get("layer") or "input"
+        elif peer is not None:
+            m.method, own_layer = peer.info.own_setting()
+            m.layer = layer or own_layer
         else:
-            peer = next((g for g in guided if g.info.family.name == m.info.family.name), None)
-            if peer is not None:
-                m.method = peer.info.config.get("attribution") or m.info.family.default_attribution
-                m.layer = layer or peer.info.config.get("layer") or "input"
-            else:
-                m.method, m.layer = m.info.family.default_attribution, layer or "input"
+            m.method, m.layer = m.info.family.default_attribution, layer or "input"
         try:
             check_method(m.model, m.method, m.layer)
         except UsageError as e:
@@ -158,12 +157,13 @@ def _describe(m: _Model) -> str:
     return f"{m.label} = {what}; drawn: {m.method}@{m.layer}"
 
 
-def _identity(m: _Model, ds: Any) -> dict[str, Any]:
+def _identity(m: _Model, facts: DataFacts) -> dict[str, Any]:
     """The checkpoint's result-schema identity; data_hash is that of its TRAINING data (the explained
     file's hash is the sidecar's top-level data_hash)."""
     d = m.info.data
     return results.identity(m.info.config, family=m.info.family.name, data_hash=d.get("fingerprint"),
-                            dataset=d.get("dataset", ds.source), task=d.get("task", ds.task), classes=m.info.classes,
+                            dataset=d.get("dataset", facts.source), task=d.get("task", facts.task),
+                            classes=m.info.classes,
                             bbox_frac=d.get("bbox_frac"), checkpoint=str(m.path), epoch=m.info.epoch)
 
 
@@ -187,6 +187,58 @@ def _drawn(fig: Any, labels: Sequence[str], n: int) -> dict[str, Any]:
     }
 
 
+def _load_models(checkpoints: Sequence[str | Path], facts: DataFacts, dev: torch.device, attribution: str | None,
+                 layer: str | None) -> list[_Model]:
+    """Each checkpoint's model (checked against the data file), its attribution, layer and label."""
+    from mgkit.engine.checkpoint import model_from_checkpoint
+
+    models = []
+    for path in checkpoints:
+        model, info = model_from_checkpoint(path, device=dev, expect_classes=facts.classes,
+                                            expect_image_size=facts.image_size)
+        models.append(_Model(Path(path), model, info))
+    _resolve_methods(models, attribution, layer)
+    _labels(models)
+    return models
+
+
+def _explain_all(models: list[_Model], sel: Selection, facts: DataFacts, dev: torch.device, *, max_classes: int,
+                 ig_steps: int, quiet: bool) -> tuple[Pairs, list[ModelMaps]]:
+    """The (image, class) pairs to draw (chosen with the first model) and every model's maps of them."""
+    pairs: Pairs | None = None
+    drawn: list[ModelMaps] = []
+    for m in models:
+        log(f"explaining {len(sel.ids)} images with {m.path} ({m.method}@{m.layer})", quiet=quiet)
+        pairs, maps = explanation_pairs(m.model, sel.images, sel.labels, sel.boxes, method=m.method, layer=m.layer,
+                                        label=m.label, pairs=pairs, max_classes=max_classes, outside=facts.outside,
+                                        device=dev, ig_steps=ig_steps)
+        drawn.append(maps)
+    assert pairs is not None
+    return pairs, drawn
+
+
+def _images_section(sel: Selection, pairs: Pairs, classes: list[str]) -> list[dict[str, Any]]:
+    """The sidecar's drawn images: id, row in the split, ground-truth and explained classes."""
+    return [{"id": sel.ids[i], "row": int(sel.index[i]),
+             "classes": [classes[k] for k in np.flatnonzero(sel.labels[i] > 0)],
+             "explained": [classes[int(c)] for c in pairs.classes[pairs.image == i]]}
+            for i in range(len(sel.ids))]
+
+
+def _model_section(m: _Model, d: ModelMaps, sel: Selection, pairs: Pairs, facts: DataFacts) -> dict[str, Any]:
+    """The sidecar's entry of one model: what was drawn with it and the EPG of each pair."""
+    classes = facts.classes
+    return {
+        "label": m.label, "checkpoint": str(m.path), "model": m.info.model_name,
+        "family": m.info.family.name, "stage": m.info.stage, "attribution": m.method, "layer": m.layer,
+        "colour_images": d.colour is not None,
+        "mean_epg": _mean(d.epg),
+        "pairs": [{"id": sel.ids[int(i)], "class": classes[int(c)], "epg": float(e)}
+                  for i, c, e in zip(pairs.image, pairs.classes, d.epg)],
+        "identity": _identity(m, facts),
+    }
+
+
 def explain(checkpoints: Sequence[str | Path], data: str | Path, out: str | Path, *, split: str = "test",
             n: int = 16, ids: str | None = None, attribution: str | None = None, layer: str | None = None,
             max_classes: int = 4, pdf: bool = False, device: str = "auto", seed: int = 0, ig_steps: int = 16,
@@ -198,9 +250,7 @@ def explain(checkpoints: Sequence[str | Path], data: str | Path, out: str | Path
     each (image, class) pair, and `figure` (rows and panels counted on the drawn figure).
     """
     from mgkit.data.format import open_dataset
-    from mgkit.engine.checkpoint import data_fingerprint, model_from_checkpoint
     from mgkit.engine.distributed import DistEnv, pick_device
-
     from mgkit.options import EXPLAIN, coerce
 
     for name, value in (("n", n), ("max_classes", max_classes), ("ig_steps", ig_steps), ("seed", seed)):
@@ -213,27 +263,12 @@ def explain(checkpoints: Sequence[str | Path], data: str | Path, out: str | Path
         check_output(path, flag=flag, inputs=[*checkpoints, data])  # before anything is drawn
     dev = pick_device(device, DistEnv())
     torch.manual_seed(seed)  # sampling captum methods (ShapleyValueSampling, NoiseTunnel) draw from it
+    facts = read_facts(data)
+    classes = facts.classes
     with open_dataset(data) as ds:
         sel = read_selection(ds, split, n=n, ids=ids)
-        data_hash = data_fingerprint(ds)
-        classes, outside, image_size = list(ds.classes), ds.mask_mode == "outside", tuple(ds.image_size)
-        source, task = ds.source, ds.task
-        models = []
-        for path in checkpoints:
-            model, info = model_from_checkpoint(path, device=dev, expect_classes=classes,
-                                                expect_image_size=image_size)
-            models.append(_Model(Path(path), model, info))
-        _resolve_methods(models, attribution, layer)
-        _labels(models)
-        pairs: Pairs | None = None
-        drawn: list[ModelMaps] = []
-        for m in models:
-            log(f"explaining {len(sel.ids)} images with {m.path} ({m.method}@{m.layer})", quiet=quiet)
-            pairs, maps = explanation_pairs(m.model, sel.images, sel.labels, sel.boxes, method=m.method, layer=m.layer,
-                                            label=m.label, pairs=pairs, max_classes=max_classes, outside=outside,
-                                            device=dev, ig_steps=ig_steps)
-            drawn.append(maps)
-        assert pairs is not None
+        models = _load_models(checkpoints, facts, dev, attribution, layer)
+        pairs, drawn = _explain_all(models, sel, facts, dev, max_classes=max_classes, ig_steps=ig_steps, quiet=quiet)
         # one line per model: narrow figures (one class per image, one model) stay readable
         title = "\n".join([f"{Path(data).name}, split {split}"] + [_describe(m) for m in models])
         fig = render_explanations(sel.images, sel.boxes, classes, pairs, drawn, ids=sel.ids, title=title, dpi=dpi)
@@ -241,21 +276,11 @@ def explain(checkpoints: Sequence[str | Path], data: str | Path, out: str | Path
             "tool": "mgkit explain",
             "figures": [str(f) for f in figures],
             "sidecar": str(sidecar),
-            "data": str(data), "data_hash": data_hash, "dataset": source, "task": task, "split": split,
+            "data": str(data), "data_hash": facts.fingerprint, "dataset": facts.source, "task": facts.task,
+            "split": split,
             "classes": classes,
-            "images": [{"id": sel.ids[i], "row": int(sel.index[i]),
-                        "classes": [classes[k] for k in np.flatnonzero(sel.labels[i] > 0)],
-                        "explained": [classes[int(c)] for c in pairs.classes[pairs.image == i]]}
-                       for i in range(len(sel.ids))],
-            "models": [{
-                "label": m.label, "checkpoint": str(m.path), "model": m.info.model_name,
-                "family": m.info.family.name, "stage": m.info.stage, "attribution": m.method, "layer": m.layer,
-                "colour_images": d.colour is not None,
-                "mean_epg": _mean(d.epg),
-                "pairs": [{"id": sel.ids[int(i)], "class": classes[int(c)], "epg": float(e)}
-                          for i, c, e in zip(pairs.image, pairs.classes, d.epg)],
-                "identity": _identity(m, ds),
-            } for m, d in zip(models, drawn)],
+            "images": _images_section(sel, pairs, classes),
+            "models": [_model_section(m, d, sel, pairs, facts) for m, d in zip(models, drawn)],
             "figure": _drawn(fig, [m.label for m in models], len(sel.ids)),
             "options": {"n": n, "ids": ids, "attribution": attribution, "layer": layer, "max_classes": max_classes,
                         "seed": seed, "ig_steps": ig_steps, "device": str(dev)},

@@ -1,0 +1,1 @@
+"""Explanation figures: runs models on stored images and draws their maps (the `explain` stage)."""
