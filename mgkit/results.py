@@ -65,7 +65,7 @@ def identity(config: Mapping[str, Any], *, family: str, data_hash: str | None, d
     """The `identity` block from a run config (RunConfig.to_dict() or a checkpoint's "config"), facts of
     its data file (hash, source, task, classes, bbox fraction) and the checkpoint the record is about.
 
-    A train stage has no guidance: loss, layer and attribution are null and lambda 0.0.
+    A train stage has no guidance: loss, layer, attribution and targets are null and lambda 0.0.
     """
     guided = config.get("stage") == "guide"
     return {
@@ -89,6 +89,8 @@ def identity(config: Mapping[str, Any], *, family: str, data_hash: str | None, d
         "epoch": epoch,
         "parent": config.get("init_from") if guided else None,
         "parent_sha256": parent_sha256 if guided else None,
+        # optional (records from before it lack it): which classes a guided step explains, for claim 11
+        "targets": config.get("targets", "random") if guided else None,
     }
 
 

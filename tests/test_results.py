@@ -21,12 +21,13 @@ def _ident(**kw):
 
 def test_identity_names_the_run_and_train_has_no_guidance():
     ident = _ident(checkpoint="runs/g/checkpoints/best_f1.pt", epoch=2, parent_sha256="ab")
-    assert set(ident) == set(IDENTITY_KEYS)
+    assert set(ident) == set(IDENTITY_KEYS) | {"targets"}
     assert (ident["loss"], ident["layer"], ident["attribution"], ident["lambda"]) == ("energy", "input", "ixg", 0.01)
+    assert _ident(config={**CFG, "targets": "all"})["targets"] == "all"
     assert (ident["run"], ident["parent"], ident["seed"], ident["bbox_frac"]) == ("runs/g", CFG["init_from"], 3, 0.5)
     train = _ident(config={**CFG, "stage": "train"})
-    assert (train["loss"], train["layer"], train["attribution"], train["lambda"], train["parent"]) == \
-        (None, None, None, 0.0, None)
+    assert (train["loss"], train["layer"], train["attribution"], train["lambda"], train["parent"], train["targets"]) == \
+        (None, None, None, 0.0, None, None)
 
 
 def test_records_are_strict_json_and_round_trip(tmp_path):

@@ -27,8 +27,25 @@ def main_data(p: Plan) -> str:
     return p.data("multilabel", "1.0")
 
 
+def pretrained_backbone(p: Plan, family: str) -> str | None:
+    """The family's backbone pretrained on the built-in cue-free shapes (the scale's `pretrain`), the
+    stand-in for the paper's ImageNet start: a normal `train` run cached under $(DATA_DIR), so that a
+    new $(RUNS) reuses it. None on real data sets, or when the scale does not pretrain this family."""
+    pre = p.scale.section("pretrain", ("train", "val", "test", "epochs", "families"))
+    if p.dataset != "synthetic" or not pre or family not in pre["families"]:
+        return None
+    data = p.data("pretrain", "1.0", sizes={k: pre[k] for k in ("train", "val", "test")})
+    return p.train(f"pretrain/{family}", data, family, p.scale["data"]["seed"], pre["epochs"], root="$(DATA_DIR)")
+
+
 def baseline(p: Plan, family: str) -> str:
-    return p.train(base_run(family), main_data(p), family, p.scale["data"]["seed"])
+    return p.train(base_run(family), main_data(p), family, p.scale["data"]["seed"],
+                   weights=pretrained_backbone(p, family))
+
+
+def bbox_count(p: Plan, frac: str, counts: dict | None) -> int | None:
+    """The absolute number of annotated images the scale gives for fraction FRAC (None: the fraction)."""
+    return next((int(n) for f, n in (counts or {}).items() if word(float(f)) == frac), None)
 
 
 def main_guided(p: Plan, c: Config, layer: str, loss: str, lam: str, experiment: str | None = None) -> str:
@@ -73,6 +90,9 @@ def plan_main(p: Plan) -> None:
     s = p.scale
     for fam in sorted({c.family for c in s.configs} | {s.ablation_config.family}):
         p.jobs[f"{baseline(p, fam)}/summary.json"].experiments.add("main")
+        backbone = pretrained_backbone(p, fam)
+        if backbone:  # counted with the main baselines by `make plan`
+            p.jobs[f"{backbone}/summary.json"].experiments.add("main")
     for c in s.configs:
         for y in s.layers_of(c):
             for loss in s["losses"]:
@@ -140,8 +160,10 @@ def _ablation(p: Plan, sub: str, values: list, flag: Callable[[str], tuple[str, 
 def plan_annotations(p: Plan) -> None:
     """Paper 7.2: the ablation configuration guided when only a fraction of training images has boxes;
     the 100 % point is the main run."""
+    counts = p.scale.raw.get("annotation_counts")
     _ablation(p, "annotations", [word(f) for f in p.scale["annotations"]],
-              lambda f: (p.data("multilabel", f), f"f{f}", ""), "f1.0", zero_first=False)
+              lambda f: (p.data("multilabel", f, count=bbox_count(p, f, counts)), f"f{f}", ""), "f1.0",
+              zero_first=False)
 
 
 def plan_dilation(p: Plan) -> None:
@@ -175,7 +197,8 @@ def shift_set(p: Plan, c: Config, task: str, seed, group: str = "shift") -> None
     worst-group accuracy (guided runs against the baseline)."""
     s = p.scale
     sh = s["shift"]
-    data = p.data(task, word(sh["bbox_frac"]))
+    frac = word(sh["bbox_frac"])
+    data = p.data(task, frac, count=sh.get("bbox_count"), sizes=sh.get("data"))
     base = p.train(f"shift/{c.name}/{task}/base-s{seed}", data, c.family, seed, sh["base_epochs"], group)
     p.shift(f"$(RESULTS)/shift/{c.name}-{task}-base-s{seed}.json", base, data, None, group)
     for loss in sh["losses"]:
@@ -206,6 +229,27 @@ def plan_segmentation(p: Plan) -> None:
                            "segmentation")
 
 
+def plan_targets(p: Plan) -> None:
+    """Claim 11: the scale's `targets` configuration guided with every ground-truth class per step
+    (`--targets all`) over its lambda grid, Pareto-merged like the main runs, whose one-sampled-class
+    runs (`--targets random`) are the reference. Nothing without a `targets` key."""
+    t = p.scale.section("targets", ("config", "layer", "losses"))
+    if not t:
+        return
+    c, y = p.scale.config(t["config"]), t["layer"]
+    data = main_data(p)
+    for loss in t["losses"]:
+        runs = [p.guide(f"targets/{c.name}/{y}/{loss}/all-lam{lam}", baseline(p, c.family), data, c, loss, y, lam,
+                        p.scale["data"]["seed"], "--targets all", experiment="targets")
+                for lam in p.scale.grid(c, loss, y)]
+        p.evaluate(f"$(RESULTS)/targets/{c.name}-{y}-{loss}-all.json", eval_args(data, c, y, runs),
+                   [f"{r}/summary.json" for r in runs], "targets")
+        # the reference: the main comparison's front of the same configuration, layer and loss
+        ref = [main_guided(p, c, y, loss, lam, "targets") for lam in p.scale.grid(c, loss, y)]
+        p.evaluate(f"$(RESULTS)/main/{c.name}-{y}-{loss}.json", eval_args(data, c, y, ref),
+                   [f"{r}/summary.json" for r in ref], "main")
+
+
 EXPERIMENTS: tuple[Experiment, ...] = (
     Experiment("main", "1. Main comparison (§7.1)", "Main comparison", plan_main, merged=True, plot_prefix="pareto"),
     Experiment("annotations", "2. Limited annotations (§7.2)", "Limited annotations", plan_annotations,
@@ -221,6 +265,9 @@ EXPERIMENTS: tuple[Experiment, ...] = (
     Experiment("segmentation", "6. On-object energy (§7.4)", "On-object energy (segmentation masks)",
                plan_segmentation, metrics=("on_object", "epg"), plotted=("on_object",), merged=True,
                main_metric="on_object"),
+    Experiment("targets", "7. One sampled class or all classes per step (claim 11)", "Guided classes per step",
+               plan_targets, condition="classes per step", condition_field="targets",
+               main_reference=lambda p: p.targets == "random"),
 )
 BY_NAME = {e.name: e for e in EXPERIMENTS}
 # Needs Waterbirds (WB_ROOT, CUB_ROOT) on real data sets: skipped without them.

@@ -65,14 +65,21 @@ class Plan:
         return job.target
 
     # ---------------------------------------------------------------------------------- data
-    def data(self, task: str, frac: str, experiment: str | None = None) -> str:
-        """$(DATA_DIR)/TASK-fFRAC.h5 (task multilabel | birds | birds-place)."""
+    def data(self, task: str, frac: str, experiment: str | None = None, count: int | None = None,
+             sizes: dict | None = None) -> str:
+        """$(DATA_DIR)/TASK-fFRAC[-nCOUNT].h5 (task multilabel | birds | birds-place | pretrain). COUNT: an
+        absolute number of annotated training images standing for the fraction FRAC (built-in data only);
+        SIZES: the built-in data's split sizes and cue agreement (train, val, test, spurious) where they
+        differ from the scale's `data`."""
         s = self.scale
-        out = f"$(DATA_DIR)/{task}-f{frac}.h5"
-        d = s["data"]
-        if self.dataset == "synthetic":
+        d = {**s["data"], **(sizes or {})}
+        synthetic = self.dataset == "synthetic"
+        count = count if synthetic else None
+        out = f"$(DATA_DIR)/{task}-f{frac}{f'-n{count}' if count is not None else ''}.h5"
+        if synthetic:
             cmd = (f"prepare synthetic --task {task} --size {d['size']} --train {d['train']} --val {d['val']} "
-                   f"--test {d['test']}")
+                   f"--test {d['test']}" + (f" --spurious {word(d['spurious'])}" if "spurious" in d else "")
+                   + (f" --bbox-count {count}" if count is not None else ""))
         elif task.startswith("birds"):
             # $(WATERBIRDS) (pipelines/common.mk): read from WB_ROOT, or built from CUB_ROOT and PLACES_ROOT
             cmd = f"prepare $(WATERBIRDS) --task {'place' if task == 'birds-place' else 'bird'} --size {d['size']}"
@@ -80,21 +87,28 @@ class Plan:
             root = {"voc": "$(VOC_ROOT)", "coco": "$(COCO_ROOT)"}.get(self.dataset, "$(DATA_ROOT)")
             cmd = f"prepare {self.dataset} --root {root} --size {d['size']}"
         cmd += f" --bbox-frac {frac} --seed {d['seed']} --out {out} --force"
-        self._add(Job("prepare", out, [], cmd, f"prepare {task} data, {frac} of training boxes -> {out}",
-                      f"{out}.log", f"{task} data", f"data/{task}-f{frac}", "", after=[f"rm -f {out}.log.out"],
-                      order_only=["$(STAMP)"]), experiment)
+        what = f"{count} annotated images for {frac}" if count is not None else f"{frac} of training boxes"
+        self._add(Job("prepare", out, [], cmd, f"prepare {task} data, {what} -> {out}",
+                      f"{out}.log", f"{task} data", out[:-3].replace("$(DATA_DIR)", "data"), "",
+                      after=[f"rm -f {out}.log.out"], order_only=["$(STAMP)"]), experiment)
         return out
 
     # ---------------------------------------------------------------------------------- runs
-    def train(self, run: str, data: str, family: str, seed, epochs=None, experiment: str | None = None) -> str:
-        """A baseline run in $(RUNS)/RUN; returns its directory."""
+    def train(self, run: str, data: str, family: str, seed, epochs=None, experiment: str | None = None,
+              weights: str | None = None, root: str = "$(RUNS)") -> str:
+        """A baseline run in ROOT/RUN, from scratch, ImageNet weights (the family's `pretrained`) or the
+        best_f1.pt of the run in directory WEIGHTS; returns its directory."""
         fam = self.scale.families[family]
         epochs = fam.base_epochs if epochs is None else epochs
-        d = f"$(RUNS)/{run}"
-        cmd = (f"train --data {data} --model {fam.model}{' --pretrained' if fam.pretrained else ''} --epochs {epochs} "
+        d = f"{root}/{run}"
+        start = (f" --weights {weights}/checkpoints/best_f1.pt" if weights
+                 else " --pretrained" if fam.pretrained else "")
+        cmd = (f"train --data {data} --model {fam.model}{start} --epochs {epochs} "
                f"--lr {word(fam.lr)} --batch-size {fam.batch} --seed {seed} $(RUN_FLAGS) --out {d} --json")
-        self._add(Job("train", f"{d}/summary.json", [data], cmd,
-                      f"train {family} baseline ({fam.model}, {epochs} epochs) -> {d}", f"{d}/log.txt", "", run,
+        deps = [data] + ([f"{weights}/summary.json"] if weights else [])
+        self._add(Job("train", f"{d}/summary.json", deps, cmd,
+                      f"train {family} {'baseline' if root == '$(RUNS)' else 'backbone'} ({fam.model}, "
+                      f"{epochs} epochs) -> {d}", f"{d}/log.txt", "", run,
                       f"{d}/launch.json", after=[f"mv {d}/log.txt.out {d}/summary.json"]), experiment)
         return d
 
@@ -167,12 +181,33 @@ class Plan:
                       program="$(BIN)/python -m mgkit.pipeline.calibration"), "calibrate")
         return out
 
-    def tables(self, report: str, inputs_var: str, tables_dir: str, goal: str) -> Job:
-        """The tables, plots and claims report of a goal from the files in Make variable INPUTS_VAR."""
+    def timings(self, out: str, after: list[str]) -> str | None:
+        """Claim 9's per-step timings: benchmarks/bench_train.py --one guided/FAM/LAYER per the scale's
+        `timings`, one JSON line each, into OUT. It runs once every job in AFTER (Make variables) is done,
+        and the tables wait for it, so nothing shares the machine with it. None without `timings`."""
+        t = self.scale.section("timings", ("families", "layers", "size", "batch", "steps", "threads"))
+        if not t:
+            return None
+        configs = " ".join(f"guided/{f}/{y}" for f in t["families"] for y in t["layers"])
+        flags = (f"--size {t['size']} --batch {t['batch']} --steps {t['steps']} --warmup 1 --threads {t['threads']}"
+                 f" --json $(if $(filter cuda,$(DEVICE)),--device cuda)")
+        cmd = (f"for c in {configs}; do $(BIN)/python benchmarks/bench_train.py --one $$c --quick {flags} "
+               f"| tail -n 1; done")
+        stem = out.rsplit(".", 1)[0]
+        self._add(Job("timings", out, [f"$({v})" for v in after], cmd,
+                      f"time one guided step per layer, alone ({configs}) -> {out}", f"{stem}.log", "timings",
+                      "timings", "", after=[f"mv {stem}.log.out {out}"]), None)
+        return out
+
+    def tables(self, report: str, inputs_var: str, tables_dir: str, goal: str, timings: str | None = None) -> Job:
+        """The tables, plots and claims report of a goal from the files in Make variable INPUTS_VAR (with
+        the calibrated λ grids where there are any, and claim 9's TIMINGS file)."""
         stem = report[:-3]
         lambdas = [j.target for j in self.jobs.values() if j.kind == "lambda"]
-        cmd = f"tables $({inputs_var}) --out {tables_dir} --report {report}" + "".join(f" --lambdas {f}" for f in lambdas)
-        return self._add(Job("tables", report, [f"$({inputs_var})", *lambdas], cmd, f"tables -> {tables_dir}/, {report}",
+        cmd = (f"tables $({inputs_var}) --out {tables_dir} --report {report}"
+               + "".join(f" --lambdas {f}" for f in lambdas) + (f" --timings {timings}" if timings else ""))
+        deps = [f"$({inputs_var})", *lambdas] + ([timings] if timings else [])
+        return self._add(Job("tables", report, deps, cmd, f"tables -> {tables_dir}/, {report}",
                              f"{stem}.log", "tables", goal, "", after=[f"rm -f {stem}.log.out"]), None)
 
     # ------------------------------------------------------------------------------ helpers

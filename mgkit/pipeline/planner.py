@@ -35,10 +35,12 @@ def rule(job: Job, total: int) -> str:
         nproc = " --nproc $(NPROC)" if job.kind in ("train", "guide") else ""
         launch = f"$(LAUNCH) --name {job.name} --record {job.record} --log {job.log}{nproc} -- "
     out_dir = job.run_dir or job.target.rsplit("/", 1)[0]
+    # a benchmark job is a shell loop of its own (grouped, so that the redirection covers it whole)
+    command = f"{{ {job.command}; }}" if job.kind == "timings" else f"{job.program} {job.command}"
     lines = [f"{job.target}: {deps}",
              f'\t@echo "[$(GOAL) +$(elapsed)] {" ".join(header.split())}"',
              f"\t@mkdir -p {out_dir}",
-             f"\t@set -o pipefail; {launch}{job.program} {job.command} 2>&1 >{job.log}.out | tee -a {job.log} "
+             f"\t@set -o pipefail; {launch}{command} 2>&1 >{job.log}.out | tee -a {job.log} "
              f"| sed -u 's|^|    [{label}] |'"]
     lines += [f"\t{a}" if a.startswith("$(if") else f"\t@{a}" for a in job.after]
     return "\n".join(lines)
@@ -75,7 +77,8 @@ def render(plan: Plan, scale_path: str, calibrated: bool | None = None) -> str:
         out.append(f"{name}: $({name}_RESULTS)")
     out.append("figures: $(figures_RESULTS)")
     out.append(f".PHONY: {' '.join(names)} figures\n")
-    plan.tables("$(RESULTS)/paper-tables.md", "PAPER_RESULTS", "$(RESULTS)/tables", "paper-tables")
+    timings = plan.timings("$(RESULTS)/timings.jsonl", ["PAPER_RESULTS", "figures_RESULTS"])
+    plan.tables("$(RESULTS)/paper-tables.md", "PAPER_RESULTS", "$(RESULTS)/tables", "paper-tables", timings)
     plan.tables("$(RESULTS)/demo.md", "demo_RESULTS", "$(RESULTS)/demo-tables", "demo")
     for job in plan.jobs.values():
         if job.kind == "tables":

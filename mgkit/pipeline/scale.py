@@ -68,6 +68,17 @@ class Scale:
         except KeyError:
             raise UsageError(f"{self.source}: missing key {key!r}") from None
 
+    def section(self, key: str, fields: tuple[str, ...]) -> dict | None:
+        """An optional mapping key (pretrain, targets, timings): None when absent, refused in one line
+        when it lacks one of FIELDS."""
+        value = self.raw.get(key)
+        if not value:
+            return None
+        missing = [f for f in fields if f not in value] if isinstance(value, dict) else list(fields)
+        if missing:
+            raise UsageError(f"{self.source}: {key} has no {missing[0]!r} (it needs {', '.join(fields)})")
+        return value
+
     def config(self, entry: str | dict) -> Config:
         """A configuration from its YAML entry: a mapping {name, family, attribution}, or a name
         `FAMILY-ATTRIBUTION` whose FAMILY is one of the `family:` keys (the longest that matches, so that

@@ -184,6 +184,8 @@ CONDITIONS: dict[str, Callable[[Point], Any]] = {e.name: _condition(e.condition_
 def condition_sort(experiment: str, c: Any) -> tuple:
     if BY_NAME[experiment].condition_field == "glayer":
         return _order(LAYER_ORDER, c)
+    if isinstance(c, str):  # a named condition (claim 11's targets: random, all)
+        return (1, c)
     return (0, "") if c is None else (float(c), "")
 
 

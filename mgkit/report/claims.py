@@ -634,7 +634,7 @@ def claim11(j: Judge) -> Claim:
     an = j.an
     groups: dict[tuple, dict[str, list]] = {}
     for p in an.points:
-        if p.experiment == "main" and not p.is_baseline and p.targets in ("random", "all"):
+        if p.experiment in ("main", "targets") and not p.is_baseline and p.targets in ("random", "all"):
             groups.setdefault((config_key(p), p.loss), {}).setdefault(p.targets, []).append(p)
     for (ck, loss), g in sorted(groups.items(), key=str):
         if len(g) < 2:

@@ -45,3 +45,28 @@ def test_paper_scale_sweeps_ablations_over_the_main_grid() -> None:
     assert 0.001 in s["lambda"]["energy"]["input"]  # the reference README's example value
     assert s["config_layers"] == {"vanilla-ixg": ["input", "final"], "vanilla-gradcam": ["final"],
                                   "xdnn-intgrad": ["input", "final"], "bcos-bcos": ["input", "final"]}
+
+
+@pytest.mark.parametrize("name", ["demo", "tiny"])
+def test_issue20_keys_are_consistent(name: str) -> None:
+    """Pretraining, annotation counts, the shift setting, claim 11's runs and claim 9's timings."""
+    s = load(name)
+    assert set(s["pretrain"]["families"]) <= set(s["family"]) and s["pretrain"]["epochs"] >= 1
+    counts = s["annotation_counts"]
+    assert set(counts) <= set(s["annotations"]) and all(0 < n <= s["data"]["train"] for n in counts.values())
+    fracs = sorted(counts)
+    assert [counts[f] for f in fracs] == sorted(counts.values())  # a larger fraction never has fewer images
+    sh = s["shift"]
+    assert 0 < sh["bbox_count"] <= sh["data"]["train"] and 0.5 < sh["data"]["spurious"] < 1
+    assert len(sh["seeds"]) >= 2
+    t = s["targets"]
+    assert t["config"] in s["configs"] and t["layer"] in s["config_layers"][t["config"]]
+    assert set(t["losses"]) <= set(s["losses"])
+    assert set(s["timings"]["families"]) <= {"vanilla", "bcos"}  # benchmarks/bench_train.py's families
+    assert "input" in s["timings"]["layers"] and len(s["timings"]["layers"]) >= 2
+
+
+def test_demo_counts_are_the_papers() -> None:
+    s = load("demo")
+    assert s["annotation_counts"][0.01] == 25 and s["shift"]["bbox_count"] == 48  # 1 % of VOC, of Waterbirds
+    assert s["shift"]["data"] == {"train": 1000, "spurious": 0.8} and s["data"]["size"] == 48  # the long study's

@@ -213,6 +213,14 @@ def test_claim11_random_against_all_targets(all_epg, status):
     assert claims(recs)[11].status == status
 
 
+def test_claim11_reads_the_targets_experiment_beside_the_main_runs():
+    """The pipeline evaluates the --targets all runs as experiment "targets"; the main runs are the reference."""
+    recs = [record(B, None, f1=0.8, epg=0.4, ci=0.01), record(B, "energy", f1=0.79, epg=0.60, ci=0.01, targets="random"),
+            record(B, "energy", f1=0.79, epg=0.70, ci=0.01, targets="all", experiment="targets")]
+    c = claims(recs)[11]
+    assert c.status == "contradicted" and len(c.units) == 1
+
+
 def test_claim11_not_measured_without_all_targets_runs():
     c = claims(main_records())[11]
     assert c.status == "not measured" and "--targets" in c.reason

@@ -92,7 +92,8 @@ def test_other_experiments(tmp_path):
     assert "Conv. worst" in md and "Rev. overall" in md and "56.0 (±1.4)" in md
     # the Waterbirds shift records are real data: the paper's Table 1 is printed beside them
     assert sorted(summary["experiments"]) == ["annotations", "depth", "dilation", "main", "paper", "segmentation",
-                                              "shift"]
+                                              "shift", "targets"]
+    assert summary["experiments"]["targets"] == []  # no --targets all records: not measured
 
 
 def test_mixed_data_sets_refused(tmp_path):
@@ -241,3 +242,14 @@ def test_candidates_over_seeds_average_each_seeds_best(tmp_path):
     assert (e["epg_at_5"], e["f1_epg_at_5"], e["epg_at_5_std"]) == ("67.0", "79.2", f"{100 * 0.06 / 2 ** 0.5:.1f}")
     h = 12.706 * 0.06 / 2 ** 0.5 / 2 ** 0.5  # t interval of two seeds' spread (records without intervals)
     assert (e["epg_at_5_lo"], e["epg_at_5_hi"]) == (f"{100 * (0.67 - h):.1f}", f"{100 * (0.67 + h):.1f}")
+
+
+def test_targets_table_names_its_conditions(tmp_path):
+    """Claim 11's experiment: the --targets all runs beside the main runs of one sampled class, one row each."""
+    recs = [record("bcos-resnet18", None, f1=0.8, epg=0.40, ci=0.01),
+            record("bcos-resnet18", "energy", f1=0.79, epg=0.60, ci=0.01, targets="random"),
+            record("bcos-resnet18", "energy", f1=0.78, epg=0.65, ci=0.01, targets="all", experiment="targets")]
+    build([write(tmp_path / "r.json", recs)], tmp_path / "out" / "tables", quiet=True, plots=False)
+    rows = read_csv(tmp_path / "out" / "tables" / "targets-synthetic.csv")
+    assert [(r["loss"], r["condition"]) for r in rows] == [("baseline", ""), ("energy", "all"), ("energy", "random")]
+    assert row(rows, condition="all")["epg_at_5"] == "65.0" and row(rows, condition="random")["epg_at_5"] == "60.0"
