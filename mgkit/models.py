@@ -94,9 +94,11 @@ class _BcosConv2d(BcosConv2d):
             return out
         norm = self.calc_patch_norms(in_tensor)
         if self.b == 2:
-            scale = out.abs() / norm
+            scale = out.abs().div_(norm)
         else:
             scale = ((out / norm).abs() + 1e-6).pow(self.b - 1)
+        if not torch.is_grad_enabled():  # no backward to decide about (closed-form maps, logits): in place
+            return scale.mul_(out)
         return _DynamicScale.apply(scale, out, self)
 
 
@@ -115,11 +117,12 @@ class _BatchNormUncentered2d(norms.BatchNormUncentered2d):
         else:
             var = self.running_var
         scale = 1.0 / (var + self.eps).sqrt()[None, :, None, None]
-        out = _DynamicScale.apply(scale, input, self)
+        grad = torch.is_grad_enabled()  # without a backward to come, the affine part runs in place
+        out = _DynamicScale.apply(scale, input, self) if grad else input * scale
         if self.weight is not None:
-            out = self.weight[None, :, None, None] * out
+            out = self.weight[None, :, None, None] * out if grad else out.mul_(self.weight[None, :, None, None])
         if self.bias is not None:
-            out = out + self.bias[None, :, None, None]
+            out = out + self.bias[None, :, None, None] if grad else out.add_(self.bias[None, :, None, None])
         return out
 
 
