@@ -268,6 +268,22 @@ def run_prepare(plan: SourcePlan, out: str | Path, *, size: int, bbox_frac: floa
             pool.close()
     finally:
         if pool is not None:
-            pool.terminate()  # a no-op after close() on success; stops the workers on errors
-            pool.join()
+            _shut_down(pool)
     return summary
+
+
+def _shut_down(pool: Any, timeout: float = 10.0) -> None:
+    """Stop the worker pool (after close() on success, at once on errors) without waiting forever.
+
+    Pool.terminate() joins the pool's task-feeding thread, which can stay blocked on the task queue's lock
+    when the run was interrupted while tasks were in flight (seen under SIGTERM in the test suite). The
+    workers hold nothing worth keeping, so after TIMEOUT seconds they are killed and the thread is left.
+    """
+    closer = threading.Thread(target=pool.terminate, daemon=True)
+    closer.start()
+    closer.join(timeout)
+    if closer.is_alive():
+        for proc in pool._pool:  # Pool has no public handle on its processes
+            proc.kill()
+        return
+    pool.join()
