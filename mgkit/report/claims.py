@@ -502,10 +502,11 @@ def claim8(j: Judge) -> Claim:
               reason="the qualitative part (sparse / smooth maps) is judged from figures (mgkit explain), not from "
                      "records")
     an = j.an
-    for (ck, loss), conds in sorted(_cond_groups(an, "segmentation").items(), key=lambda kv: str(kv[0])):
-        if loss != "energy" or (ck, "l1") not in _cond_groups(an, "segmentation"):
+    groups = _cond_groups(an, "segmentation")
+    for (ck, loss), conds in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        if loss != "energy" or (ck, "l1") not in groups:
             continue
-        l1 = _cond_groups(an, "segmentation")[(ck, "l1")]
+        l1 = groups[(ck, "l1")]
         some = next(iter(conds.values()))[0]
         bf1, _ = j.base(some, "f1")
         e = _best([p for v in conds.values() for p in v], an, "on_object", bf1 and bf1.value, 0.05)
