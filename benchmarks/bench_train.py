@@ -122,7 +122,7 @@ def run_one(args) -> dict:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     mode, fam = config.split("/")[:2]
-    model_name = SMALL[fam] if args.quick else FAMILIES[fam][0]
+    model_name = args.model or (SMALL[fam] if args.quick else FAMILIES[fam][0])
     torch.manual_seed(0)
     model = create_model(model_name, 20).to(device)
     if args.channels_last:
@@ -188,6 +188,8 @@ def main() -> None:
     ap.add_argument("--channels-last", action="store_true", help="channels_last model and inputs")
     ap.add_argument("--json", action="store_true", help="--one: print the result as one JSON line")
     ap.add_argument("--quick", action="store_true", help="ResNet-18 / B-cos ResNet-18 (at 128px unless --size)")
+    ap.add_argument("--model", default=None,
+                    help="--one: time this model of the family instead (e.g. a pipeline scale's own model)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
     if args.one is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mgkit.errors import UsageError
 from mgkit.pipeline.scale import Config, Scale, word
 
 # The kinds that go through the launcher (GPU work); the others run where make runs.
@@ -27,7 +28,7 @@ class Job:
     order_only: list[str] = field(default_factory=list)
     number: int = 0           # training jobs: n of "job n of N"
     experiments: set[str] = field(default_factory=set)
-    program: str = "$(MGKIT)"  # what runs `command`
+    program: str = "$(MGKIT)"  # what runs `command` (the rule runs "PROGRAM COMMAND")
 
     @property
     def run_dir(self) -> str | None:
@@ -188,15 +189,21 @@ class Plan:
         t = self.scale.section("timings", ("families", "layers", "size", "batch", "steps", "threads"))
         if not t:
             return None
-        configs = " ".join(f"guided/{f}/{y}" for f in t["families"] for y in t["layers"])
+        unknown = [f for f in t["families"] if f not in self.scale.families]
+        if unknown:
+            raise UsageError(f"{self.scale.source}: timings names family {unknown[0]!r}, which is not under `family:`")
+        # each family's own model at this scale (bcos-resnet18 in the demo, bcos-resnet50 in the paper's)
+        runs = [(f"guided/{f}/{y}", self.scale.families[f].model) for f in t["families"] for y in t["layers"]]
+        configs = " ".join(c for c, _ in runs)
         flags = (f"--size {t['size']} --batch {t['batch']} --steps {t['steps']} --warmup 1 --threads {t['threads']}"
                  f" --json $(if $(filter cuda,$(DEVICE)),--device cuda)")
-        cmd = (f"for c in {configs}; do $(BIN)/python benchmarks/bench_train.py --one $$c --quick {flags} "
-               f"| tail -n 1; done")
+        cmd = " && ".join(f"$(BIN)/python benchmarks/bench_train.py --one {c} --model {m} {flags} | tail -n 1"
+                        for c, m in runs)
         stem = out.rsplit(".", 1)[0]
-        self._add(Job("timings", out, [f"$({v})" for v in after], cmd,
+        # a shell list of its own, grouped so that the rule's redirection covers it whole
+        self._add(Job("timings", out, [f"$({v})" for v in after], f"{cmd}; }}",
                       f"time one guided step per layer, alone ({configs}) -> {out}", f"{stem}.log", "timings",
-                      "timings", "", after=[f"mv {stem}.log.out {out}"]), None)
+                      "timings", "", after=[f"mv {stem}.log.out {out}"], program="{"), None)
         return out
 
     def tables(self, report: str, inputs_var: str, tables_dir: str, goal: str, timings: str | None = None) -> Job:

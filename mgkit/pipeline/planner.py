@@ -35,8 +35,7 @@ def rule(job: Job, total: int) -> str:
         nproc = " --nproc $(NPROC)" if job.kind in ("train", "guide") else ""
         launch = f"$(LAUNCH) --name {job.name} --record {job.record} --log {job.log}{nproc} -- "
     out_dir = job.run_dir or job.target.rsplit("/", 1)[0]
-    # a benchmark job is a shell loop of its own (grouped, so that the redirection covers it whole)
-    command = f"{{ {job.command}; }}" if job.kind == "timings" else f"{job.program} {job.command}"
+    command = f"{job.program} {job.command}"
     lines = [f"{job.target}: {deps}",
              f'\t@echo "[$(GOAL) +$(elapsed)] {" ".join(header.split())}"',
              f"\t@mkdir -p {out_dir}",

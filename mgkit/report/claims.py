@@ -231,7 +231,8 @@ def _front_points(points: list[Point], key: str) -> list[Point]:
 
 # --------------------------------------------------------------------------------------------- claims 1, 2
 def claim_front(j: Judge, number: int, winner: str, metric: str, text: str) -> Claim:
-    c = Claim(number, text, f"per (data set, model, attribution, layer) of the main comparison and each other loss: "
+    c = Claim(number, text, f"per (data set, model, attribution, layer, and training seed if several) of the main comparison and "
+              f"each other loss: "
               f"over the F1 range both {metric_name(metric, short=True)}-vs-F1 fronts cover, each point of the other loss's front is "
               f"compared with {winner}'s best point at F1 no more than {100 * TOL:.1f} lower; the check holds when "
               f"no comparison is clearly worse for {winner} and at least one is clearly better, fails when one is "
@@ -242,35 +243,45 @@ def claim_front(j: Judge, number: int, winner: str, metric: str, text: str) -> C
     key = an.metric_key(metric)
     for ds, configs in sorted(group_rows(an, "main").items()):
         for ck in sorted(configs, key=config_sort):
-            by = _by_loss(configs[ck])
-            if winner not in by or len(by) < 2:
-                continue
-            wf = _front_points(by[winner], key)
-            for loss in sorted(by, key=loss_sort):
-                of = _front_points(by[loss], key)
-                if loss == winner or not wf or not of:
-                    continue
-                lo_f = max(min(p.m("f1") for p in wf), min(p.m("f1") for p in of))
-                hi_f = min(max(p.m("f1") for p in wf), max(p.m("f1") for p in of))
-                # up to TOL above the winner's highest F1: the same slack as the comparison below
-                shared = [q for q in of if lo_f - 1e-12 <= q.m("f1") <= max(p.m("f1") for p in wf) + TOL + 1e-12]
-                where = f"{_name(ck)}: {winner} vs {loss}"
-                if not shared:
-                    c.add(UNCLEAR, f"{where}: the fronts share no F1 range ({winner} "
-                                   f"{_p(min(p.m('f1') for p in wf))}–{_p(max(p.m('f1') for p in wf))}, {loss} "
-                                   f"{_p(min(p.m('f1') for p in of))}–{_p(max(p.m('f1') for p in of))})")
-                    continue
-                vs, parts = [], []
-                for q in shared:
-                    w = max((p for p in wf if p.m("f1") >= q.m("f1") - TOL), key=lambda p: p.m(key))
-                    d = j.diff(w, q, metric)
-                    vs.append(verdict_above(d, 0.0))
-                    parts.append(f"at F1 {_p(q.m('f1'))}: {d.text()}")
-                v = FAILS if FAILS in vs else HOLDS if HOLDS in vs else UNCLEAR
-                c.add(v, f"{where} over F1 {_p(lo_f)}–{_p(hi_f)}, {metric_name(metric, short=True)} difference " + "; ".join(parts))
+            by_loss = _by_loss(configs[ck])
+            seeds = sorted({p.seed for pts in by_loss.values() for p in pts}, key=str)
+            # a front is one training seed's models: with several seeds each seed is a unit of its own
+            for seed in seeds:
+                by = {loss: [p for p in pts if p.seed == seed] for loss, pts in by_loss.items()}
+                _front_units(c, j, by, winner, key, metric, _name(ck) + (f" seed {seed}" if len(seeds) > 1 else ""))
     if not c.units:
         c.reason = f"no main-comparison configuration with {winner} and another loss"
     return c.decide()
+
+
+def _front_units(c: Claim, j: Judge, by: dict[str, list[Point]], winner: str, key: str, metric: str,
+                 name: str) -> None:
+    """Claim 1/2's units of one configuration (and seed): WINNER's front against each other loss's."""
+    if not by.get(winner) or sum(1 for pts in by.values() if pts) < 2:
+        return
+    wf = _front_points(by[winner], key)
+    for loss in sorted(by, key=loss_sort):
+        of = _front_points(by[loss], key)
+        if loss == winner or not wf or not of:
+            continue
+        lo_f = max(min(p.m("f1") for p in wf), min(p.m("f1") for p in of))
+        hi_f = min(max(p.m("f1") for p in wf), max(p.m("f1") for p in of))
+        # up to TOL above the winner's highest F1: the same slack as the comparison below
+        shared = [q for q in of if lo_f - 1e-12 <= q.m("f1") <= max(p.m("f1") for p in wf) + TOL + 1e-12]
+        where = f"{name}: {winner} vs {loss}"
+        if not shared:
+            c.add(UNCLEAR, f"{where}: the fronts share no F1 range ({winner} "
+                           f"{_p(min(p.m('f1') for p in wf))}–{_p(max(p.m('f1') for p in wf))}, {loss} "
+                           f"{_p(min(p.m('f1') for p in of))}–{_p(max(p.m('f1') for p in of))})")
+            continue
+        vs, parts = [], []
+        for q in shared:
+            w = max((p for p in wf if p.m("f1") >= q.m("f1") - TOL), key=lambda p: p.m(key))
+            d = j.diff(w, q, metric)
+            vs.append(verdict_above(d, 0.0))
+            parts.append(f"at F1 {_p(q.m('f1'))}: {d.text()}")
+        v = FAILS if FAILS in vs else HOLDS if HOLDS in vs else UNCLEAR
+        c.add(v, f"{where} over F1 {_p(lo_f)}–{_p(hi_f)}, {metric_name(metric, short=True)} difference " + "; ".join(parts))
 
 
 # --------------------------------------------------------------------------------------------------- claim 3
@@ -424,6 +435,16 @@ def _cond_groups(an: Analysis, experiment: str) -> dict[tuple, dict[Any, list[Po
     return out
 
 
+def _cond_baselines(j: Judge, experiment: str):
+    """Per (configuration, loss) of an ablation, sorted: (ck, loss, condition -> points, the baseline's EPG
+    and its point, the baseline's F1 value or None)."""
+    for (ck, loss), conds in sorted(_cond_groups(j.an, experiment).items(), key=lambda kv: str(kv[0])):
+        some = next(iter(conds.values()))[0]
+        base, bpt = j.base(some, "epg")
+        bf1, _ = j.base(some, "f1")
+        yield ck, loss, conds, base, bpt, bf1 and bf1.value
+
+
 def claim6(j: Judge) -> Claim:
     c = Claim(6, "1 % of annotated images (25 on VOC) already gives large EPG gains (up to +23 p.p. for B-cos input "
                  "Energy), and 10 % ≈ 100 %.",
@@ -434,11 +455,8 @@ def claim6(j: Judge) -> Claim:
               "(b) ±3 EPG points, below that gain, so '≈' cannot hide a difference the claim calls large",
               "annotations", "epg")
     an = j.an
-    for (ck, loss), conds in sorted(_cond_groups(an, "annotations").items(), key=lambda kv: str(kv[0])):
-        some = next(iter(conds.values()))[0]
-        base, bpt = j.base(some, "epg")
-        bf1, _ = j.base(some, "f1")
-        best = {float(k): _best(v, an, "epg", bf1 and bf1.value, 0.01) for k, v in conds.items()}
+    for ck, loss, conds, base, bpt, bf1 in _cond_baselines(j, "annotations"):
+        best = {float(k): _best(v, an, "epg", bf1, 0.01) for k, v in conds.items()}
         name = f"{_name(ck)} {loss}"
         if base is not None and best.get(0.01) is not None:
             d = j.diff(best[0.01], bpt or base, "epg", b_num=base)
@@ -537,16 +555,13 @@ def claim9(j: Judge, timings: dict[tuple[str, str], list[float]] | None = None) 
               f"1.7–2× less some slack); the speed-up's interval spans the fastest and slowest timed steps",
               "depth", "epg")
     an = j.an
-    for (ck, loss), conds in sorted(_cond_groups(an, "depth").items(), key=lambda kv: str(kv[0])):
-        some = next(iter(conds.values()))[0]
-        base, bpt = j.base(some, "epg")
-        bf1, _ = j.base(some, "f1")
-        ref = _best(conds.get(ck[4], []), an, "epg", bf1 and bf1.value, 0.05)
+    for ck, loss, conds, base, bpt, bf1 in _cond_baselines(j, "depth"):
+        ref = _best(conds.get(ck[4], []), an, "epg", bf1, 0.05)
         if base is None or ref is None:
             continue
         g_in = j.diff(ref, bpt or base, "epg", b_num=base)
         for layer in ("mid2", "mid3"):
-            r = _best(conds.get(layer, []), an, "epg", bf1 and bf1.value, 0.05)
+            r = _best(conds.get(layer, []), an, "epg", bf1, 0.05)
             if r is None:
                 continue
             g = j.diff(r, bpt or base, "epg", b_num=base)

@@ -22,14 +22,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from mgkit.registry import FAMILIES
 from mgkit.report.analysis import Analysis, mean_or_none, setting_of, std_or_none
 from mgkit.report.records import Point
 from mgkit.report.tables import Column, Table
 
 __all__ = ["NUMBERS", "PaperNumber", "cite", "describe", "paper_dataset", "paper_tables"]
 
-ATTRIBUTION = {"vanilla": "ixg", "xdnn": "intgrad", "bcos": "bcos"}  # the paper's pairing (§4)
-FAMILY_NAME = {"vanilla": "Vanilla (IxG)", "xdnn": "X-DNN (IntGrad)", "bcos": "B-cos"}
 VOC_CLASSES, COCO_CLASSES = 20, 80
 
 
@@ -115,8 +114,9 @@ def paper_dataset(p: Point) -> str | None:
 
 # ----------------------------------------------------------------------------------------------- ours
 def _main(an: Analysis, dataset: str, n: PaperNumber) -> list[Point]:
+    # the paper pairs each family with its default attribution (§4): vanilla IxG, X-DNN IntGrad, B-cos
     return [p for p in an.points if p.experiment == "main" and not p.is_baseline and paper_dataset(p) == dataset
-            and p.family == n.family and p.eattr == ATTRIBUTION[n.family] and p.elayer == n.layer
+            and p.family == n.family and p.eattr == FAMILIES[n.family].default_attribution and p.elayer == n.layer
             and p.glayer == n.layer and (n.loss is None or p.loss == n.loss)]
 
 

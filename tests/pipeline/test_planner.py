@@ -148,8 +148,12 @@ def test_timings_run_alone_after_every_result_and_feed_the_tables():
     rule = re.search(r"^\$\(RESULTS\)/timings.jsonl: (.*)\n((?:\t.*\n)+)", text, re.M)
     assert rule.group(1) == "$(PAPER_RESULTS) $(figures_RESULTS)"
     recipe = rule.group(2)
-    assert "for c in guided/bcos/input guided/bcos/mid2; do $(BIN)/python benchmarks/bench_train.py --one $$c " in recipe
-    assert "--size 32 --batch 2 --steps 1 --warmup 1 --threads 1 --json" in recipe
+    # one benchmark per layer, each on the scale's own model of the family, all grouped in one shell list
+    flags = "--size 32 --batch 2 --steps 1 --warmup 1 --threads 1 --json"
+    model = Scale(tiny()).families["bcos"].model
+    bench = "$(BIN)/python benchmarks/bench_train.py --one guided/bcos/{} --model %s %s" % (model, flags)
+    assert (f"{{ {bench.format('input')} $(if $(filter cuda,$(DEVICE)),--device cuda) | tail -n 1 && "
+            f"{bench.format('mid2')} $(if $(filter cuda,$(DEVICE)),--device cuda) | tail -n 1; }}") in recipe
     assert "mv $(RESULTS)/timings.log.out $(RESULTS)/timings.jsonl" in recipe
     tables = re.search(r"^\$\(RESULTS\)/paper-tables.md: (.*)\n\t.*\n\t.*\n\t(.*)\n", text, re.M)
     assert "$(RESULTS)/timings.jsonl" in tables.group(1) and "--timings $(RESULTS)/timings.jsonl" in tables.group(2)
@@ -159,6 +163,13 @@ def test_timings_run_alone_after_every_result_and_feed_the_tables():
     del raw["timings"]
     text = render(build(Scale(raw), "synthetic"), "tiny.yaml")
     assert "timings" not in text
+
+
+def test_timings_of_a_family_the_scale_lacks_are_refused_in_one_line():
+    raw = tiny()
+    raw["timings"]["families"] = ["nosuch"]
+    with pytest.raises(UsageError, match=r"^<scale>: timings names family 'nosuch', which is not under `family:`$"):
+        render(build(Scale(raw), "synthetic"), "tiny.yaml")
 
 
 @pytest.mark.parametrize("key, field", [("pretrain", "epochs"), ("targets", "layer"), ("timings", "steps")])

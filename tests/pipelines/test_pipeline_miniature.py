@@ -11,24 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from micro_scales import micro_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-MICRO = """
-data: {size: 24, train: 12, val: 8, test: 8, seed: 0}
-family:
-  vanilla: {model: resnet18, lr: 1.0e-3, batch: 8, base_epochs: 1, guide_epochs: 1}
-configs: [vanilla-ixg]
-losses: [energy]
-layers: [input]
-lambda:
-  energy: {input: [0.5]}
-ablation: {config: vanilla-ixg, layer: input, lambda_index: 1, losses: [energy]}
-annotations: []
-dilation: []
-depth: {loss: energy, layers: []}
-shift: {config: vanilla-ixg, layer: input, base_epochs: 1, bbox_frac: 0.5, seeds: [], losses: [], tasks: []}
-explain: {n: 2}
-"""
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="GNU make is not installed")
 
@@ -46,7 +31,7 @@ def _make(tmp: Path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_micro_pipeline_chains_resumes_and_recomputes_only_dependents(tmp_path):
-    (tmp_path / "micro.yaml").write_text(MICRO)
+    (tmp_path / "micro.yaml").write_text(micro_yaml())
     first = _make(tmp_path, "main")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     for stage in ("prepare multilabel data", "train vanilla baseline", "guide vanilla-ixg energy/input λ=0.5",

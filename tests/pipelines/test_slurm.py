@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from micro_scales import MICRO, micro_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 JOBCOMP = Path(os.environ.get("MGKIT_SLURM_JOBCOMP", "/var/log/slurm/jobcomp.log"))
@@ -123,24 +124,12 @@ def test_paper_tables_on_slurm_completes_every_job_with_local_results(tmp_path):
         (tmp_path / "local/results/paper-tables.md").read_text().replace(str(tmp_path / "local"), "ROOT")
 
 
-RESUME = """
-data: {size: 32, train: 32, val: 8, test: 8, seed: 0}
-family:
-  vanilla: {model: resnet18, lr: 1.0e-3, batch: 8, base_epochs: 4, guide_epochs: 1}
-  bcos: {model: bcos-resnet18, lr: 1.0e-3, batch: 8, base_epochs: 1, guide_epochs: 1}
-configs: [vanilla-ixg]
-losses: [energy]
-layers: [input]
-lambda:
-  energy: {input: [0.5]}
-ablation: {config: vanilla-ixg, layer: input, lambda_index: 1, losses: [energy]}
-annotations: []
-dilation: []
-depth: {loss: energy, layers: []}
-shift: {config: vanilla-ixg, layer: input, base_epochs: 1, bbox_frac: 0.5, seeds: [], losses: [], tasks: []}
-targets: {config: bcos-bcos, layer: input, losses: [energy]}
-explain: {n: 2}
-"""
+# a baseline of 4 epochs (long enough to be stopped between two of them) on 32 training images
+RESUME = micro_yaml(
+    data={"size": 32, "train": 32, "val": 8, "test": 8, "seed": 0},
+    family={"vanilla": {**MICRO["family"]["vanilla"], "base_epochs": 4},
+            "bcos": {"model": "bcos-resnet18", "lr": 1.0e-3, "batch": 8, "base_epochs": 1, "guide_epochs": 1}},
+    targets={"config": "bcos-bcos", "layer": "input", "losses": ["energy"]})
 
 
 def _weights(path: Path) -> dict:

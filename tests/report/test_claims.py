@@ -278,3 +278,15 @@ def test_claims_average_each_seeds_best_like_the_tables():
             record(V, "energy", "final", f1=0.69, epg=0.31, iou=0.35, ci=0.01, seed=1)]
     c = claims(recs)[3]
     assert "best guided 38.0 [" in c.units[0][1] and c.units[0][0] == UNCLEAR  # two seeds 14 points apart
+
+
+def test_claim1_compares_fronts_within_each_training_seed():
+    """Seed 1's Energy point cannot rescue seed 0's front: each seed's fronts are compared on their own."""
+    recs = [r for seed, e in ((0, 0.50), (1, 0.90)) for r in
+            [record(B, None, f1=0.80, epg=0.40, iou=0.1, ci=0.01, seed=seed),
+             record(B, "energy", f1=0.79, epg=e, iou=0.1, ci=0.01, seed=seed),
+             record(B, "energy", f1=0.70, epg=0.95, iou=0.1, ci=0.01, seed=seed),
+             record(B, "l1", f1=0.78, epg=0.70, iou=0.3, ci=0.01, seed=seed)]]
+    c = claims(recs)[1]
+    assert [(v, d.split(":")[0]) for v, d in c.units] == [(FAILS, "synthetic bcos-resnet18/bcos/input seed 0"),
+                                                          (HOLDS, "synthetic bcos-resnet18/bcos/input seed 1")]
