@@ -9,13 +9,14 @@ with the number of images.
 from __future__ import annotations
 
 import functools
+import itertools
 import multiprocessing as mp
 import signal
 import threading
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 from PIL import Image, ImageFile
@@ -249,7 +250,7 @@ def run_prepare(plan: SourcePlan, out: str | Path, *, size: int, bbox_frac: floa
     try:
         with stop, writer, Reporter(quiet=quiet) as rep:
             for split, records in plan.splits.items():
-                results = pool.imap(load, records, chunksize=8) if pool else map(load, records)
+                results = _loaded(pool, workers, load, records) if pool else map(load, records)
                 entry, skipped = _write_split(writer, plan, split, results, rep, stop, skip_bad=skip_bad,
                                               bbox_frac=bbox_frac, seed=seed, bbox_count=bbox_count)
                 summary["splits"][split] = entry
@@ -264,26 +265,51 @@ def run_prepare(plan: SourcePlan, out: str | Path, *, size: int, bbox_frac: floa
         if stop.signum is not None:  # arrived while the file was renamed into place: an interrupted run
             out.unlink(missing_ok=True)
             raise KeyboardInterrupt
-        if pool is not None:
-            pool.close()
     finally:
         if pool is not None:
             _shut_down(pool)
     return summary
 
 
-def _shut_down(pool: Any, timeout: float = 10.0) -> None:
-    """Stop the worker pool (after close() on success, at once on errors) without waiting forever.
+CHUNK = 8  # records per task: one pickled message per 8 images
 
-    Pool.terminate() joins the pool's task-feeding thread, which can stay blocked on the task queue's lock
-    when the run was interrupted while tasks were in flight (seen under SIGTERM in the test suite). The
-    workers hold nothing worth keeping, so after TIMEOUT seconds they are killed and the thread is left.
+
+def _load_chunk(load: Callable[[Record], Any], records: list[Record]) -> list[Any]:
+    return [load(r) for r in records]
+
+
+def _loaded(pool: Any, workers: int, load: Callable[[Record], Any], records: list[Record]) -> Iterator[Any]:
+    """`load` of each record, in order, by the pool's workers, with at most 4 chunks per worker in flight:
+    enough to keep them busy, few enough that an interrupted run stops in moments (`_shut_down`) and that
+    results never pile up in memory ahead of the writer."""
+    chunks = (records[i:i + CHUNK] for i in range(0, len(records), CHUNK))
+    pending: deque = deque(pool.apply_async(_load_chunk, (load, c)) for c in itertools.islice(chunks, 4 * workers))
+    while pending:
+        done = pending.popleft().get()
+        nxt = next(chunks, None)
+        if nxt is not None:
+            pending.append(pool.apply_async(_load_chunk, (load, nxt)))
+        yield from done
+
+
+def _shut_down(pool: Any, timeout: float = 60.0) -> None:
+    """Stop the worker pool, on success and on errors or interrupts alike, without killing a worker.
+
+    close() lets the workers finish the few chunks in flight (`_loaded`) and exit on their own. Pool.terminate()
+    would kill them at once, and a worker killed while it writes a result holds the result queue's lock for
+    good: the pool's task handler then blocks on that lock and terminate() waits for it forever (seen about
+    once in six interrupted runs). Only workers still busy after TIMEOUT seconds (a load that hangs) are
+    terminated, in a thread of their own so that even then the caller returns.
     """
-    closer = threading.Thread(target=pool.terminate, daemon=True)
-    closer.start()
-    closer.join(timeout)
-    if closer.is_alive():
-        for proc in pool._pool:  # Pool has no public handle on its processes
-            proc.kill()
+    pool.close()
+    if _within(pool.join, timeout):
         return
-    pool.join()
+    _within(pool.terminate, 10.0)
+
+
+def _within(fn: Callable[[], None], timeout: float) -> bool:
+    """Run FN in a daemon thread; whether it returned within TIMEOUT seconds."""
+    t = threading.Thread(target=fn, daemon=True)
+    t.start()
+    t.join(timeout)
+    return not t.is_alive()

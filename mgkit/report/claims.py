@@ -224,6 +224,13 @@ def _best(points: list[Point], an: Analysis, metric: str, base_f1: float | None,
                    source=f"mean of {len({p.seed for p in points})} seeds' best")
 
 
+def _none_within(points: list[Point], base_f1: float | None, drop: float) -> str:
+    """Why `_best` found nothing: the candidates exist, but none is within DROP F1 points of the baseline."""
+    f1s = [p.m("f1") for p in points if p.m("f1") is not None]
+    return (f"no candidate at most {100 * drop:g} F1 points below the baseline's {_p(base_f1)} ({len(points)} "
+            f"candidates, highest F1 {_p(max(f1s) if f1s else None)}): not comparable at the baseline's accuracy")
+
+
 def _front_points(points: list[Point], key: str) -> list[Point]:
     xy = {(p.m("f1"), p.m(key)): p for p in reversed(points) if p.m("f1") is not None and p.m(key) is not None}
     return [xy[t] for t in front(points, key)]
@@ -302,7 +309,11 @@ def claim3(j: Judge) -> Claim:
                 base, bpt = j.base(pts[0], m)
                 bf1, _ = j.base(pts[0], "f1")
                 best = _best(pts, an, m, bf1 and bf1.value, 0.05)
-                if base is None or best is None:
+                if base is None:
+                    continue
+                if best is None:
+                    c.add(UNCLEAR, f"{_name(ck)} {metric_name(m, short=True)}: "
+                                   + _none_within(pts, bf1 and bf1.value, 0.05))
                     continue
                 d = j.diff(best, bpt or base, m, b_num=base)
                 c.add(verdict_above(d, 0.01), f"{_name(ck)} {metric_name(m, short=True)}: baseline {base.text()}, best guided "
@@ -458,6 +469,9 @@ def claim6(j: Judge) -> Claim:
     for ck, loss, conds, base, bpt, bf1 in _cond_baselines(j, "annotations"):
         best = {float(k): _best(v, an, "epg", bf1, 0.01) for k, v in conds.items()}
         name = f"{_name(ck)} {loss}"
+        pts = {float(k): v for k, v in conds.items()}
+        for cond in [x for x in (0.01, 0.1, 1.0) if x in best and best[x] is None]:
+            c.add(UNCLEAR, f"{name}: {100 * cond:g} % boxes: " + _none_within(pts[cond], bf1, 0.01))
         if base is not None and best.get(0.01) is not None:
             d = j.diff(best[0.01], bpt or base, "epg", b_num=base)
             c.add(verdict_above(d, 0.05), f"{name}: EPG gain with 1 % boxes {d.text()} (baseline {base.text()})")
@@ -498,6 +512,11 @@ def claim7(j: Judge) -> Claim:
         for m in ("epg", "iou"):
             e0, e1, l0, l1x = pick(e, 0.0, m), pick(e, hi, m), pick(l1, 0.0, m), pick(l1, hi, m)
             if None in (e0, e1, l0, l1x):
+                picked = (("energy", e, 0.0, e0), ("energy", e, hi, e1), ("l1", l1, 0.0, l0), ("l1", l1, hi, l1x))
+                c.add(UNCLEAR, f"{_name(ck)} {metric_name(m, short=True)}: " + "; ".join(
+                    f"{loss} at {100 * cnd:g} %: " + _none_within(
+                        next(v for k, v in g.items() if float(k) == cnd), bf1 and bf1.value, 0.05)
+                    for loss, g, cnd, pt in picked if pt is None))
                 continue
             de, dl = j.diff(e0, e1, m), j.diff(l0, l1x, m)
             dd = dl.minus(de)
@@ -557,12 +576,17 @@ def claim9(j: Judge, timings: dict[tuple[str, str], list[float]] | None = None) 
     an = j.an
     for ck, loss, conds, base, bpt, bf1 in _cond_baselines(j, "depth"):
         ref = _best(conds.get(ck[4], []), an, "epg", bf1, 0.05)
-        if base is None or ref is None:
+        if base is None or not conds.get(ck[4]):
+            continue
+        if ref is None:
+            c.add(UNCLEAR, f"{_name(ck)} {loss} guided at {ck[4]}: " + _none_within(conds[ck[4]], bf1, 0.05))
             continue
         g_in = j.diff(ref, bpt or base, "epg", b_num=base)
         for layer in ("mid2", "mid3"):
             r = _best(conds.get(layer, []), an, "epg", bf1, 0.05)
             if r is None:
+                if conds.get(layer):
+                    c.add(UNCLEAR, f"{_name(ck)} {loss} guided at {layer}: " + _none_within(conds[layer], bf1, 0.05))
                 continue
             g = j.diff(r, bpt or base, "epg", b_num=base)
             d = g.minus(g_in, 0.75)
@@ -659,6 +683,9 @@ def claim11(j: Judge) -> Claim:
         r = _best(g["random"], an, "epg", bf1 and bf1.value, 0.05)
         a = _best(g["all"], an, "epg", bf1 and bf1.value, 0.05)
         if r is None or a is None:
+            which = [f"{label}: " + _none_within(g[t], bf1 and bf1.value, 0.05)
+                     for label, t, x in (("one class", "random", r), ("all classes", "all", a)) if x is None]
+            c.add(UNCLEAR, f"{_name(ck)} {loss}: " + "; ".join(which))
             continue
         d = j.diff(r, a, "epg")
         c.add(verdict_above(d, -0.02), f"{_name(ck)} {loss}: best EPG one class {j.num(r, 'epg').text()} − all "

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from mgkit.data.format import Sample, open_dataset
-from mgkit.data.prepare import BadSample, Record, SourcePlan, read_rgb, run_prepare, scale_boxes
+from mgkit.data.prepare import BadSample, Record, SourcePlan, _loaded, read_rgb, run_prepare, scale_boxes
 from mgkit.errors import MgkitError
 
 
@@ -71,6 +71,32 @@ def test_workers_give_identical_files(tmp_path):
                 np.testing.assert_array_equal(a.split(split)[key][:], b.split(split)[key][:])
         assert a.split("train")["annotated"][:].sum() == 21
         assert a.split("val")["annotated"][:].all()  # evaluation splits keep every box
+
+
+class _CountingPool:
+    """apply_async runs at get(); records how many tasks were submitted and not yet collected."""
+
+    def __init__(self):
+        self.outstanding = self.most = 0
+
+    def apply_async(self, fn, args):
+        self.outstanding += 1
+        self.most = max(self.most, self.outstanding)
+        pool = self
+
+        class Result:
+            def get(self):
+                pool.outstanding -= 1
+                return fn(*args)
+        return Result()
+
+
+def test_workers_get_a_bounded_number_of_chunks_ahead_and_results_come_in_order():
+    pool = _CountingPool()
+    records = list(range(1000))
+    out = list(_loaded(pool, 2, lambda r: r * 10, records))
+    assert out == [r * 10 for r in records]
+    assert pool.most == 8 and pool.outstanding == 0  # 4 chunks per worker, not the 125 chunks of the split
 
 
 def test_bad_sample_stops_or_is_skipped_and_counted(tmp_path):

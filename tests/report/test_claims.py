@@ -290,3 +290,24 @@ def test_claim1_compares_fronts_within_each_training_seed():
     c = claims(recs)[1]
     assert [(v, d.split(":")[0]) for v, d in c.units] == [(FAILS, "synthetic bcos-resnet18/bcos/input seed 0"),
                                                           (HOLDS, "synthetic bcos-resnet18/bcos/input seed 1")]
+
+
+def test_results_whose_every_candidate_costs_too_much_f1_are_inconclusive_not_unmeasured():
+    """The experiments ran, but no guided model is within the rule's F1 budget: each such claim says so in
+    an inconclusive unit (with the candidates' best F1), instead of 'not measured'."""
+    recs = [record(B, None, f1=0.80, epg=0.40, iou=0.1, ci=0.01),
+            record(B, None, "final", f1=0.80, epg=0.40, iou=0.1, ci=0.01),
+            record(B, "energy", "final", f1=0.60, epg=0.9, iou=0.9, ci=0.01),
+            record(B, "energy", f1=0.70, epg=0.9, ci=0.01, bbox_frac=0.01),
+            record(B, "energy", f1=0.60, epg=0.9, ci=0.01, targets="all", experiment="targets"),
+            record(B, "energy", f1=0.79, epg=0.6, ci=0.01, targets="random")]
+    out = claims(recs)
+    for number, phrase in ((3, "bcos/final EPG: no candidate at most 5 F1 points below the baseline's 80.0 "
+                               "(1 candidates, highest F1 60.0)"),
+                           (6, "energy: 1 % boxes: no candidate at most 1 F1 points below the baseline's 80.0 "
+                               "(1 candidates, highest F1 70.0)"),
+                           (11, "energy: all classes: no candidate at most 5 F1 points below the baseline's 80.0")):
+        c = out[number]
+        assert c.status == "inconclusive" and any(v == UNCLEAR and phrase in d for v, d in c.units), (number, c.units)
+    recs[3] = record(B, "energy", f1=0.795, epg=0.9, ci=0.01, bbox_frac=0.01)  # within 1 point: decided again
+    assert out[6].status != claims(recs)[6].status == "supported"

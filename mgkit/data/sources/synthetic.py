@@ -47,8 +47,10 @@ Task ``birds``: a Waterbirds-100 analogue (binary task, classes landbird / water
 has legs, a short beak and a raised fan tail; a waterbird a longer neck, a long thin beak, a flat tail
 and no legs (a subtle but learnable shape difference); colour, size (40-60 % of the side), facing and
 a small rotation are random. The background is "land" (green/brown blotches) or "water" (blue
-waves), the big easy shortcut: P(place = bird type) = ``spurious`` (default 1.0) in train and val,
-while test is balanced over the four groups (group = y * 2 + place). One box per image around the
+waves), the big easy shortcut: P(place = bird type) = ``spurious`` (default 1.0) in train, while val
+and test are balanced over the four groups (group = y * 2 + place), as Waterbirds' val and test are
+balanced over places within each bird type, so that choosing checkpoints on val does not reward the
+shortcut. One box per image around the
 bird; segmentation 1 = landbird, 2 = waterbird.
 
 Task ``birds-place``: the reversed Waterbirds task on the very same images as ``birds`` (same seed, same
@@ -80,7 +82,7 @@ from mgkit.errors import UsageError
 from mgkit.registry import SYNTHETIC_SPURIOUS, SYNTHETIC_TASKS
 
 GENERATOR = "mgkit-synthetic"
-GENERATOR_VERSION = "2.0"  # 2.0: multilabel test follows train; test_decorrelated; task pretrain
+GENERATOR_VERSION = "2.1"  # 2.0: multilabel test follows train; test_decorrelated; task pretrain. 2.1: birds val balanced
 TASKS = SYNTHETIC_TASKS
 SPLIT_IDS: dict[str, int] = {"train": 0, "val": 1, "test": 2, "test_shifted": 3, "test_decorrelated": 4}
 SHIFTED_SPLITS = ("test_decorrelated", "test_shifted")  # multilabel: test's scenes with other cue rates
@@ -509,9 +511,10 @@ def load(record: Record, size: int) -> Sample:
 
 
 def _bird_items(params: Params, split: str, n: int) -> list[tuple[int, int]]:
-    """(y, place) per image: balanced classes; place = y with prob `spurious`, or balanced groups in test."""
+    """(y, place) per image: balanced classes; place = y with prob `spurious` in train, balanced groups in val
+    and test (as Waterbirds, whose val and test put half of each bird type on each place)."""
     rng = np.random.default_rng([params.seed, _TASK_IDS["birds"], SPLIT_IDS[split], 2**32])  # not an image stream
-    if split == "test":
+    if split in ("val", "test"):
         groups = rng.permutation(np.arange(n) % 4)
         return [(int(g) // 2, int(g) % 2) for g in groups]
     ys = rng.permutation(np.arange(n) % 2)
@@ -546,7 +549,7 @@ def plan(*, task: str = "multilabel", num_classes: int = 6, spurious: float | No
             "landbird": "legs, short conical beak, raised fan tail",
             "waterbird": "long neck, long thin beak, flat pointed tail, no legs"},
             "places": {"land": "green/brown blotches with vertical streaks", "water": "blue horizontal waves"},
-            "correlation": "P(place = class) = spurious in train and val; test balanced over the 4 groups",
+            "correlation": "P(place = class) = spurious in train; val and test balanced over the 4 groups",
             "bird_size_frac": list(BIRD_SIZE), "segmentation": "0 background, 1 landbird, 2 waterbird"}
         if task == "birds-place":
             prov.update(target="place (reversed task): the evidence lies outside the bird's box",
