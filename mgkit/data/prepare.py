@@ -296,9 +296,11 @@ def _shut_down(pool: Any, timeout: float = 60.0) -> None:
     """Stop the worker pool, on success and on errors or interrupts alike, without killing a worker.
 
     close() lets the workers finish the few chunks in flight (`_loaded`) and exit on their own. Pool.terminate()
-    would kill them at once, and a worker killed while it writes a result holds the result queue's lock for
-    good: the pool's task handler then blocks on that lock and terminate() waits for it forever (seen about
-    once in six interrupted runs). Only workers still busy after TIMEOUT seconds (a load that hangs) are
+    kills them at once, and a worker killed while it writes a result leaves the result queue's write lock
+    held for good; the pool's task handler, which puts its own sentinel on that queue, then blocks on the
+    lock and terminate() waits for it forever. That fits the hang seen in an interrupted run of the test
+    suite (py-spy: the task handler blocked on a queue lock after the workers were gone), though it was
+    not reproduced on demand. Only workers still busy after TIMEOUT seconds (a load that hangs) are
     terminated, in a thread of their own so that even then the caller returns.
     """
     pool.close()
