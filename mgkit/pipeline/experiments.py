@@ -43,7 +43,7 @@ def baseline(p: Plan, family: str) -> str:
                    weights=pretrained_backbone(p, family))
 
 
-def bbox_count(p: Plan, frac: str, counts: dict | None) -> int | None:
+def bbox_count(frac: str, counts: dict | None) -> int | None:
     """The absolute number of annotated images the scale gives for fraction FRAC (None: the fraction)."""
     return next((int(n) for f, n in (counts or {}).items() if word(float(f)) == frac), None)
 
@@ -81,6 +81,11 @@ class Experiment:
     main_metric: str | None = None    # main-comparison points that have this metric join its tables
     strict_hash: bool = True          # its points come from one data file (not: annotations, dilation)
     plot_prefix: str | None = None    # file-name prefix of its plots (default: the name)
+
+    @property
+    def plot_stem(self) -> str:
+        """The file-name prefix of its plots."""
+        return self.plot_prefix or self.name
 
 
 def plan_main(p: Plan) -> None:
@@ -162,7 +167,7 @@ def plan_annotations(p: Plan) -> None:
     the 100 % point is the main run."""
     counts = p.scale.raw.get("annotation_counts")
     _ablation(p, "annotations", [word(f) for f in p.scale["annotations"]],
-              lambda f: (p.data("multilabel", f, count=bbox_count(p, f, counts)), f"f{f}", ""), "f1.0",
+              lambda f: (p.data("multilabel", f, count=bbox_count(f, counts)), f"f{f}", ""), "f1.0",
               zero_first=False)
 
 

@@ -129,10 +129,13 @@ class Plan:
         return d
 
     # ----------------------------------------------------------------------------- results
-    def _result_job(self, kind: str, out: str, deps: list[str], cmd: str, header: str, group: str) -> str:
+    def _result_job(self, kind: str, out: str, deps: list[str], cmd: str, header: str, group: str,
+                    label: str | None = None) -> str:
+        """A job writing one result file OUT (log, launch record next to it), listed among GROUP's results;
+        LABEL prefixes its streamed lines (default: OUT's name)."""
         stem = out.rsplit(".", 1)[0]
         name = stem.replace("$(RESULTS)/", "results/")
-        job = self._add(Job(kind, out, deps, cmd, header, f"{stem}.log", stem.rsplit("/", 1)[1], name,
+        job = self._add(Job(kind, out, deps, cmd, header, f"{stem}.log", label or stem.rsplit("/", 1)[1], name,
                             f"{stem}.launch.json", after=[f"rm -f {stem}.log.out"]), group)
         return self.result(group, job)
 
@@ -151,11 +154,8 @@ class Plan:
     def explain(self, out: str, run: str, compare: str, data: str, experiment: str) -> str:
         cmd = (f"explain {run}/checkpoints/best_f1.pt --data {data} --split test --n {self.scale['explain']['n']} "
                f"--compare {compare}/checkpoints/best_f1.pt --out {out}")
-        job = self._add(Job("explain", out, [f"{run}/summary.json", f"{compare}/summary.json"], cmd,
-                            f"explain -> {out}", out[:-4] + ".log", "explain",
-                            out[:-4].replace("$(RESULTS)/", "results/"), out[:-4] + ".launch.json",
-                            after=[f"rm -f {out[:-4]}.log.out"]), experiment)
-        return self.result(experiment, job)
+        return self._result_job("explain", out, [f"{run}/summary.json", f"{compare}/summary.json"], cmd,
+                                f"explain -> {out}", experiment, label="explain")
 
     def calibrate(self, config: Config, base: str, data: str, layers: list[str], losses: list[str]) -> str:
         """pipelines/calibrate_lambda.py on BASE's best-F1 checkpoint: CONFIG's λ* per loss and layer."""

@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from mgkit.artifacts import write_text_atomic
+
 
 def env(key: str, default: str = "") -> str:
     return os.environ.get(f"MGKIT_{key}", "") or default
@@ -128,12 +130,8 @@ def with_torchrun(cmd: list[str], nproc: int, nodes: int = 1, rendezvous: str | 
 def write_record(path: str, **fields) -> None:
     if not path:
         return
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                               **fields}, indent=1) + "\n")
-    tmp.replace(p)
+    write_text_atomic(path, json.dumps({"host": socket.gethostname(),
+                                        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **fields}, indent=1) + "\n")
 
 
 def run_child(cmd: list[str], extra_env: dict[str, str]) -> int:

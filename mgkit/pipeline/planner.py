@@ -7,10 +7,10 @@ command), plus the per-experiment lists the goals use. The top-level Makefile in
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
+from mgkit.artifacts import write_text_atomic
 from mgkit.errors import MgkitError
 from mgkit.pipeline.experiments import EXPERIMENTS, build
 from mgkit.pipeline.jobs import LAUNCHED, Job, Plan
@@ -106,15 +106,10 @@ def main(argv: list[str] | None = None) -> int:
             calibrated = bool(args.lambda_file) and Path(args.lambda_file).is_file()
             if calibrated:
                 scale = calibration.apply(scale, calibration.load(args.lambda_file))
-        text = render(build(scale, args.dataset), args.scale, calibrated)
+        write_text_atomic(args.out, render(build(scale, args.dataset), args.scale, calibrated))
     except MgkitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    tmp.write_text(text)
-    tmp.replace(out)
     return 0
 
 

@@ -108,15 +108,17 @@ class Scale:
     def grid(self, config: Config, loss: str, layer: str) -> list[str]:
         """The lambda grid of (configuration, loss, layer): the configuration's own (lambda_by_config)
         or the default one, as command-line words."""
-        own = (self.raw.get("lambda_by_config") or {}).get(config.name, {}).get(loss, {}).get(layer)
-        values = own if own else (self["lambda"].get(loss) or {}).get(layer)
+        values = self._grid_values(config, loss, layer)
         if not values:
             raise UsageError(f"{self.source}: no lambda grid for loss {loss!r} at layer {layer!r}")
         return [word(v) for v in values]
 
     def has_grid(self, config: Config, loss: str, layer: str) -> bool:
+        return bool(self._grid_values(config, loss, layer))
+
+    def _grid_values(self, config: Config, loss: str, layer: str) -> list | None:
         own = (self.raw.get("lambda_by_config") or {}).get(config.name, {}).get(loss, {}).get(layer)
-        return bool(own or (self["lambda"].get(loss) or {}).get(layer))
+        return own or (self["lambda"].get(loss) or {}).get(layer)
 
     def lam_at(self, config: Config, loss: str, layer: str, index: int | None = None) -> str:
         """The index-th lambda (1-based, default the ablation index) of a grid."""

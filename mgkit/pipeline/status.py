@@ -145,8 +145,9 @@ def report(plan: Plan, dirs: dict[str, str]) -> str:
     counted: set[str] = set()
     for e in [x.name for x in EXPERIMENTS] + ["figures"]:
         jobs = [j for j in study if e in j.experiments]
-        n = Counter(state(j, dirs, running) for j in jobs)
-        failed += [j for j in jobs if state(j, dirs, running) == "failed" and j not in failed]
+        states = {j.target: state(j, dirs, running) for j in jobs}
+        n = Counter(states.values())
+        failed += [j for j in jobs if states[j.target] == "failed" and j not in failed]
         new = [j for j in jobs if j.target not in counted]  # a run shared with an earlier experiment counts there
         counted |= {j.target for j in new}
         h = sum(train_seconds(j, plan) if j.kind in ("train", "guide") else eval_seconds(j, plan) for j in new) / 3600

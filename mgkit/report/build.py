@@ -25,7 +25,7 @@ EXPERIMENT_TITLES = {**{e.name: e.title for e in EXPERIMENTS},
 
 def _plot_prefix(experiment: str) -> str:
     e = BY_NAME.get(experiment)
-    return (e.plot_prefix or e.name) if e else experiment
+    return e.plot_stem if e else experiment  # "paper" has no experiment record
 
 
 def _rel(path: Path, start: Path) -> str:

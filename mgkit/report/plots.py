@@ -216,6 +216,5 @@ def all_plots(an: Analysis, out_dir: Path) -> list[Path]:
             for metric in metrics:
                 fig = pareto_figure(an, experiment, dataset, metric)
                 if fig is not None:
-                    prefix = BY_NAME[experiment].plot_prefix or experiment
-                    written += save_plot(fig, out_dir / f"{prefix}-{metric}-{dataset}")
+                    written += save_plot(fig, out_dir / f"{BY_NAME[experiment].plot_stem}-{metric}-{dataset}")
     return written
