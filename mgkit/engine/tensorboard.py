@@ -3,10 +3,11 @@ sweep). Optional: without the tensorboard package (`pip install mgkit[tensorboar
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 from numbers import Number
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 AVAILABLE = importlib.util.find_spec("tensorboard") is not None
 
@@ -23,12 +24,21 @@ def scalars(line: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def log_epoch(run_dir: Path, epoch: int, line: dict[str, Any]) -> None:
-    """Append one epoch's scalars to the run directory's event files (a resumed run adds a file)."""
+EpochLog = Callable[[int, dict[str, Any]], None]
+
+
+@contextlib.contextmanager
+def epoch_log(run_dir: Path) -> Iterator[EpochLog]:
+    """A function that appends one epoch's scalars to the run directory's event file, flushed each
+    epoch: one file per training process (a resumed run adds one). Without tensorboard it does nothing."""
     if not AVAILABLE:
+        yield lambda epoch, line: None
         return
     from torch.utils.tensorboard import SummaryWriter
 
     with SummaryWriter(log_dir=str(run_dir)) as w:
-        for tag, value in scalars(line).items():
-            w.add_scalar(tag, value, epoch)
+        def log(epoch: int, line: dict[str, Any]) -> None:
+            for tag, value in scalars(line).items():
+                w.add_scalar(tag, value, epoch)
+            w.flush()
+        yield log

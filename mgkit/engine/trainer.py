@@ -5,6 +5,7 @@ torchvision way: `setup` (processes, data checks, model, resume), `train_one_epo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass
@@ -75,6 +76,7 @@ class Trainer:
     best_epoch: int | None = None
     best_metrics: dict[str, Any] | None = None
     parent_sha256: str | None = None
+    log_scalars: tensorboard.EpochLog = lambda epoch, line: None  # the run's TensorBoard log (_fit opens it)
 
     @property
     def quiet(self) -> bool:
@@ -283,7 +285,7 @@ def end_of_epoch(t: Trainer, epoch: int, stats: dict[str, Any], val_loader: Data
         if cfg.stage == "guide":
             offer_pareto(t, epoch, metrics)
     run.append_metrics(line, keep_before=epoch)
-    tensorboard.log_epoch(run.dir, epoch, line)
+    t.log_scalars(epoch, line)
     # last.pt is written last: a run killed before this point redoes the whole epoch.
     save_checkpoint(run.last, **t.checkpoint_args(epoch, metrics), optimizer=t.optimizer,
                     extra={"best_f1": t.best_f1, "best_epoch": t.best_epoch, "best_metrics": t.best_metrics})
@@ -344,7 +346,8 @@ def _fit(cfg: RunConfig, env: D.DistEnv, restart: bool) -> dict[str, Any]:
                                workers=cfg.workers, rank=env.rank, world=env.world, pin=t.device.type == "cuda")
     val_loader = make_loader(H5Split(cfg.data, "val", segmentation=True), cfg.eval_batch_size, shuffle=False,
                              seed=cfg.seed, workers=cfg.workers, pin=t.device.type == "cuda") if env.is_main else None
-    with Reporter(quiet=t.quiet) as rep:
+    scalars_log = tensorboard.epoch_log(t.run.dir) if env.is_main else contextlib.nullcontext(t.log_scalars)
+    with Reporter(quiet=t.quiet) as rep, scalars_log as t.log_scalars:
         if env.is_main and cfg.stage == "guide" and t.start_epoch == 1:
             start = run_validation(t, val_loader, 0, rep)
             t.run.append_metrics(epoch_record(t, 0, start, None), keep_before=0)

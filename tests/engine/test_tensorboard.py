@@ -15,11 +15,13 @@ def test_scalars_take_the_flat_numbers_of_train_and_val():
 
 
 @pytest.mark.skipif(not tensorboard.AVAILABLE, reason="tensorboard is not installed (an optional extra)")
-def test_log_epoch_writes_events_that_tensorboard_reads(tmp_path):
+def test_epoch_log_writes_events_that_tensorboard_reads(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    for epoch, loss in ((1, 0.9), (2, 0.4)):
-        tensorboard.log_epoch(tmp_path, epoch, {"train": {"loss": loss}, "val": {"f1": loss / 2}})
+    with tensorboard.epoch_log(tmp_path) as log:
+        for epoch, loss in ((1, 0.9), (2, 0.4)):
+            log(epoch, {"train": {"loss": loss}, "val": {"f1": loss / 2}})
+    assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 1  # one file per process, not per epoch
     acc = EventAccumulator(str(tmp_path))
     acc.Reload()
     assert [(e.step, round(e.value, 6)) for e in acc.Scalars("train/loss")] == [(1, 0.9), (2, 0.4)]
@@ -28,5 +30,6 @@ def test_log_epoch_writes_events_that_tensorboard_reads(tmp_path):
 
 def test_without_tensorboard_nothing_is_written(tmp_path, monkeypatch):
     monkeypatch.setattr(tensorboard, "AVAILABLE", False)
-    tensorboard.log_epoch(tmp_path, 1, {"train": {"loss": 1.0}})
+    with tensorboard.epoch_log(tmp_path) as log:
+        log(1, {"train": {"loss": 1.0}})
     assert list(tmp_path.iterdir()) == []
