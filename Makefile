@@ -51,11 +51,11 @@ PARALLEL ?= $(if $(filter slurm,$(LAUNCHER)),$(SLURM_QUEUE),$(shell MGKIT_DEVICE
 # `_calibrate` has nothing to do).
 SUB_MAKE = $(MAKE) --no-print-directory $(if $(filter -j%,$(MAKEFLAGS)),,-j$(PARALLEL)) $(if $(filter-out 1,$(PARALLEL)),OMP_NUM_THREADS=1) SKIP_SAID=1
 paper-tables demo: | $(STAMP)
-	+@$(SUB_MAKE) _calibrate && $(SUB_MAKE) _$@
+	$(eval PARALLEL := $(PARALLEL))+@$(SUB_MAKE) _calibrate && $(SUB_MAKE) _$@
 
 # Per experiment: jobs done, running, failed, pending; GPU-hours and disk for the scale and data set.
 plan: | $(STAMP)
-	@$(BIN)/python -m mgkit.pipeline.status --jobs $(JOBS_MK) --scale $(SCALE_YAML) --dataset $(DATASET) \
+	@$(BIN)/python -m mgkit.pipeline.status --scale $(SCALE_YAML) --dataset $(DATASET) \
 	  --runs $(RUNS) --results $(RESULTS) --data-dir $(DATA_DIR)
 # The last lines of one job's log: make plan-log JOB=main/vanilla-ixg/input/energy/lam0.01
 plan-log: | $(STAMP)

@@ -180,7 +180,6 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", required=True)
     ap.add_argument("--dataset", default="synthetic")
-    ap.add_argument("--jobs", help="(unused: the plan is rebuilt from the records)")
     ap.add_argument("--runs", default="runs")
     ap.add_argument("--results", default="results")
     ap.add_argument("--data-dir", default="data")
