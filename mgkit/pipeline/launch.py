@@ -11,7 +11,7 @@ Either way the job writes RECORD (JSON: launcher, host, GPUs, SLURM job id). Con
 environment that pipelines/common.mk exports (MGKIT_LAUNCHER, MGKIT_DEVICE, MGKIT_GPUS,
 MGKIT_JOBS_PER_GPU, MGKIT_NODES, MGKIT_SLURM_ARGS):
 
-    python -m mgkit.pipeline.launch --name RUN --record DIR/launch.json --log DIR/log.txt [--nproc k] -- CMD...
+    python -m mgkit.pipeline.launch --name RUN --record DIR/launch.json [--nproc k] -- CMD...
 """
 
 from __future__ import annotations
@@ -279,7 +279,6 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Run one pipeline job locally or as a SLURM job.")
     ap.add_argument("--name", required=True, help="the run's name (SLURM job name)")
     ap.add_argument("--record", default="", help="JSON file: where and on which GPUs the job ran")
-    ap.add_argument("--log", default="", help="the job's log file (for messages)")
     ap.add_argument("--nproc", type=int, default=1, help="processes (GPUs) per node: torchrun when > 1")
     ap.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("cmd", nargs=argparse.REMAINDER)

@@ -33,7 +33,7 @@ def rule(job: Job, total: int) -> str:
     launch = ""
     if job.kind in LAUNCHED:
         nproc = " --nproc $(NPROC)" if job.kind in ("train", "guide") else ""
-        launch = f"$(LAUNCH) --name {job.name} --record {job.record} --log {job.log}{nproc} -- "
+        launch = f"$(LAUNCH) --name {job.name} --record {job.record}{nproc} -- "
     out_dir = job.run_dir or job.target.rsplit("/", 1)[0]
     command = f"{job.program} {job.command}"
     lines = [f"{job.target}: {deps}",
